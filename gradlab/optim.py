@@ -1,0 +1,192 @@
+"""Optimizers (SGD, momentum, Nesterov, Adam, AdamW), weight decay, and gradient clipping.
+
+``step(params, grads)`` updates ``params`` in place and returns the update it applied to each
+parameter (what ``update_ratio`` is computed from). State is keyed by parameter name.
+Weight decay applies to weight matrices only (names ending in ``.W``): decaying biases and
+normalisation gains is a known mistake.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+Array = np.ndarray
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r} must be a finite number {bound}")
+    return float(value)
+
+
+def _decays(name: str) -> bool:
+    return name.endswith(".W") or name == "W"
+
+
+class Optimizer:
+    """Base class: holds the learning rate, the weight decay and per-parameter state."""
+
+    def __init__(self, lr: float, weight_decay: float = 0.0, decoupled: bool = False) -> None:
+        self.lr = _positive("lr", lr)
+        self.weight_decay = _positive("weight_decay", weight_decay, allow_zero=True)
+        self.decoupled = decoupled
+        self.state: dict[str, dict[str, Array]] = {}
+        self.t = 0
+
+    def _direction(self, name: str, p: Array, g: Array) -> Array:
+        raise NotImplementedError
+
+    def step(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> dict[str, Array]:
+        """Update every parameter in place; return the applied update ΔW for each."""
+        if params.keys() != grads.keys():
+            raise ValueError(f"params and grads keys differ: {sorted(set(params) ^ set(grads))}")
+        self.t += 1
+        updates: dict[str, Array] = {}
+        for name, p in params.items():
+            g = grads[name]
+            wd = self.weight_decay if _decays(name) else 0.0
+            if wd and not self.decoupled:
+                g = g + wd * p  # coupled L2: ∇(L + ½λ‖W‖²)
+            delta = self._direction(name, p, g)
+            delta *= -self.lr
+            if wd and self.decoupled:
+                delta -= (self.lr * wd) * p  # decoupled decay (Loshchilov & Hutter 2019)
+            p += delta
+            updates[name] = delta
+        return updates
+
+
+class SGD(Optimizer):
+    """SGD with optional momentum (classical or Nesterov, torch's convention)."""
+
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ) -> None:
+        super().__init__(lr, weight_decay, decoupled)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.momentum, self.nesterov = momentum, nesterov
+
+    def _direction(self, name: str, p: Array, g: Array) -> Array:
+        if self.momentum == 0:
+            return g.copy()
+        v = self.state.setdefault(name, {}).get("v")
+        if v is None:
+            v = self.state[name]["v"] = g.copy()  # v₁ = g₁
+        else:
+            v *= self.momentum
+            v += g  # v ← μv + g
+        return g + self.momentum * v if self.nesterov else v.copy()
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction; ``decoupled=True`` is AdamW."""
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ) -> None:
+        super().__init__(lr, weight_decay, decoupled)
+        for i, b in enumerate(betas):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"betas[{i}]={b!r} must be in [0, 1)")
+        self.beta1, self.beta2 = betas
+        self.eps = _positive("eps", eps)
+
+    def _direction(self, name: str, p: Array, g: Array) -> Array:
+        st = self.state.setdefault(name, {})
+        if "m" not in st:
+            st["m"], st["v"] = np.zeros_like(p), np.zeros_like(p)
+        m, v = st["m"], st["v"]
+        m *= self.beta1
+        m += (1 - self.beta1) * g  # m ← β₁m + (1−β₁)g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)  # v ← β₂v + (1−β₂)g²
+        mhat = m / (1 - self.beta1**self.t)
+        vhat = v / (1 - self.beta2**self.t)
+        return mhat / (np.sqrt(vhat) + self.eps)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019); default decay 0.01 as torch."""
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(lr, betas, eps, weight_decay, decoupled=True)
+
+
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
+    "sgd": SGD,
+    "momentum": lambda lr=0.01, momentum=0.9, **kw: SGD(lr, momentum=momentum, **kw),
+    "nesterov": lambda lr=0.01, momentum=0.9, **kw: SGD(lr, momentum=momentum, nesterov=True, **kw),
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def make_optimizer(name: str, **kwargs: float) -> Optimizer:
+    """Build an optimizer by name; unknown names list the allowed ones."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer={name!r} is unknown; allowed: {', '.join(sorted(OPTIMIZERS))}")
+    return OPTIMIZERS[name](**kwargs)
+
+
+def global_norm(grads: Mapping[str, Array]) -> float:
+    """‖g‖ over every gradient array together (the norm clip_grad_norm uses)."""
+    total = 0.0
+    for g in grads.values():
+        flat = g.reshape(-1)
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_grad_norm(grads: Mapping[str, Array], max_norm: float) -> tuple[float, bool]:
+    """Scale all gradients in place so their global norm is at most ``max_norm``.
+
+    Returns the pre-clip global norm and whether clipping fired. A non-finite norm is returned
+    as is and the gradients are left alone (the divergence guard, not the clipper, handles it).
+    """
+    max_norm = _positive("clip_norm", max_norm)
+    norm = global_norm(grads)
+    if not math.isfinite(norm) or norm <= max_norm:
+        return norm, False
+    scale = max_norm / (norm + 1e-6)  # torch's clip_grad_norm_ epsilon
+    for g in grads.values():
+        g *= scale
+    return norm, True
+
+
+def clip_grad_value(grads: Mapping[str, Array], clip_value: float) -> tuple[float, bool]:
+    """Clamp every gradient entry in place to [−clip_value, clip_value].
+
+    Returns the pre-clip global norm and whether any entry was clamped.
+    """
+    clip_value = _positive("clip_value", clip_value)
+    norm = global_norm(grads)
+    fired = False
+    for g in grads.values():
+        if g.size and float(np.max(np.abs(g))) > clip_value:
+            fired = True
+            np.clip(g, -clip_value, clip_value, out=g)
+    return norm, fired
