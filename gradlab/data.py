@@ -3,15 +3,17 @@
 Every dataset is a pure function of its arguments: same arguments ⇒ bit-identical arrays. Randomness
 comes only from ``np.random.SeedSequence(seed, spawn_key=(crc32(name),))``, so two datasets never share
 a stream, and it is split into a *structure* stream (blob centres, teacher weights, spiral embedding)
-and a *sample* stream: for a given seed the structure does not change with ``n_samples``.
-Classification labels are balanced (class sizes differ by at most one) and rows are shuffled.
+and a *sample* stream: for a given seed the structure does not change with ``n_samples``. A different
+seed is therefore a different task, so hold out test data with ``split``, not with another seed.
+Synthetic class labels are balanced (class sizes differ by at most one) and rows are shuffled.
 Values are computed in float64 and cast once to ``dtype``.
 
 Meaning of ``noise`` (default 0.1), per dataset:
   spirals   std of isotropic Gaussian jitter in the spiral's plane, in units of the radial distance
             between neighbouring arms, 0.9 / n_classes (arms span radius 0.1..1), so difficulty does not
             grow with n_classes
-  blobs     within-class std per coordinate (centres lie on the unit sphere, spread apart)
+  blobs     within-class std per coordinate (centres on the unit sphere: a regular polygon in 2-D,
+            orthonormal if n_classes <= input_dim, else spread by farthest-point sampling)
   teacher   std of Gaussian noise added to the targets (clean targets have std ≈ 0.6)
   gaussian, digits   ignored
 """
@@ -27,7 +29,7 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["DATASETS", "Builder", "Dataset", "batches", "load_digits_raw", "make_dataset"]
+__all__ = ["DATASETS", "Builder", "Dataset", "batches", "load_digits_raw", "make_dataset", "split"]
 
 TASKS = ("classification", "regression")
 SPIRAL_TURNS = 1.0  # turns each arm makes from radius 0.1 to 1
@@ -103,16 +105,17 @@ def _spirals(n: int, d: int, k: int, noise: float, rs: np.random.Generator, rn: 
     return x2 @ q[:2], y
 
 
-def _unit_rows(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
-
-
 def _spread_centres(k: int, d: int, rng: np.random.Generator) -> np.ndarray:
-    """k unit vectors in R^d, well spread: orthonormal if k <= d, else farthest-point picks."""
+    """k unit vectors in R^d, well spread: a rotated regular polygon in 2-D, orthonormal if k <= d,
+    else greedy farthest-point picks among random directions."""
+    if d == 2:
+        angle = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(k) / k
+        return np.stack([np.cos(angle), np.sin(angle)], axis=1)
     if k <= d:
         q, _ = np.linalg.qr(rng.standard_normal((d, k)))
         return q.T
-    candidates = _unit_rows(rng.standard_normal((64 * k, d)))
+    candidates = rng.standard_normal((64 * k, d))
+    candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
     picked = [0]
     dist = np.linalg.norm(candidates - candidates[0], axis=1)
     for _ in range(k - 1):
@@ -167,8 +170,14 @@ DATASETS: dict[str, Builder] = {
     "teacher": Builder(_teacher, "regression", n_classes=1),
     "gaussian": Builder(_gaussian, "classification"),
     "digits": Builder(
-        _digits, "classification", n_samples=DIGITS_SHAPE[0], input_dim=64, n_classes=10,
-        fixed_input_dim=64, fixed_n_classes=10, max_samples=DIGITS_SHAPE[0],
+        _digits,
+        "classification",
+        n_samples=DIGITS_SHAPE[0],
+        input_dim=64,
+        n_classes=10,
+        fixed_input_dim=64,
+        fixed_n_classes=10,
+        max_samples=DIGITS_SHAPE[0],
     ),
 }
 
@@ -205,11 +214,19 @@ def make_dataset(
         raise ValueError(f"unknown dataset={name!r}; allowed: {', '.join(sorted(DATASETS))}")
     b = DATASETS[name]
     n = _check_int("n_samples", b.n_samples if n_samples is None else n_samples, 1, "a positive integer")
-    d = _check_int("input_dim", b.input_dim if input_dim is None else input_dim, b.min_input_dim,
-                   f"an integer >= {b.min_input_dim} for dataset={name!r}")
+    d = _check_int(
+        "input_dim",
+        b.input_dim if input_dim is None else input_dim,
+        b.min_input_dim,
+        f"an integer >= {b.min_input_dim} for dataset={name!r}",
+    )
     low = 2 if b.task == "classification" else 1
-    k = _check_int("n_classes", b.n_classes if n_classes is None else n_classes, low,
-                   f"an integer >= {low} for {b.task} dataset={name!r}")
+    k = _check_int(
+        "n_classes",
+        b.n_classes if n_classes is None else n_classes,
+        low,
+        f"an integer >= {low} for {b.task} dataset={name!r}",
+    )
     if b.fixed_input_dim is not None and d != b.fixed_input_dim:
         raise ValueError(f"input_dim must be {b.fixed_input_dim} for dataset={name!r}, got input_dim={d}")
     if b.fixed_n_classes is not None and k != b.fixed_n_classes:
@@ -226,14 +243,42 @@ def make_dataset(
     if not np.issubdtype(dt, np.floating):
         raise ValueError(f"dtype must be a floating dtype such as 'float32', got dtype={dtype!r}")
 
-    root = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),))
-    rs, rn = (np.random.default_rng(s) for s in root.spawn(2))
+    rs, rn = _stream(seed, name).spawn(2)
     x, y = b.sample(n, d, k, float(noise), rs, rn)
     x = np.ascontiguousarray(x, dtype=dt)
     y = np.ascontiguousarray(y, dtype=dt if b.task == "regression" else np.int64)
     x.setflags(write=False)
     y.setflags(write=False)
     return Dataset(name=name, x=x, y=y, task=b.task, n_classes=k)
+
+
+def _stream(seed: int, purpose: str) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(purpose.encode()),)))
+
+
+def split(ds: Dataset, test_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Seeded random (train, test) split of the rows; rows keep their relative order in each part.
+
+    Hold data out with this, not with a second ``make_dataset`` seed: a new seed is a new task
+    (other blob centres, another teacher, another embedding), and a digits subset may overlap.
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)):
+        raise ValueError(f"test_fraction must be a number in (0, 1), got test_fraction={test_fraction!r}")
+    n_test = round(ds.n_samples * test_fraction)
+    if not 0 < test_fraction < 1 or not 0 < n_test < ds.n_samples:
+        raise ValueError(
+            f"test_fraction must be in (0, 1) and leave both parts non-empty for n_samples={ds.n_samples}, "
+            f"got test_fraction={test_fraction!r}"
+        )
+    seed = _check_int("seed", seed, 0, "a non-negative integer")
+    perm = _stream(seed, "split").permutation(ds.n_samples)
+    parts = []
+    for rows in (np.sort(perm[n_test:]), np.sort(perm[:n_test])):
+        x, y = ds.x[rows], ds.y[rows]
+        x.setflags(write=False)
+        y.setflags(write=False)
+        parts.append(Dataset(name=ds.name, x=x, y=y, task=ds.task, n_classes=ds.n_classes))
+    return parts[0], parts[1]
 
 
 Batch = tuple[np.ndarray, np.ndarray]
