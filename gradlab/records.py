@@ -24,7 +24,7 @@ METRICS: dict[str, str] = {
     "grad_norm": "‖∂L/∂W‖_F of the layer's weight (Dense: W; BatchNorm/LayerNorm: γ)",
     "grad_b_norm": "‖∂L/∂b‖ of the layer's bias (Dense: b; BatchNorm/LayerNorm: β)",
     "weight_norm": "‖W‖_F (Dense: W; BatchNorm/LayerNorm: γ)",
-    "update_ratio": "‖ΔW‖/‖W‖ of the update the optimizer applied this step (after clipping, momentum, decay)",
+    "update_ratio": "‖ΔW‖/‖W‖ of the update the optimizer applied (after clipping, momentum, decay)",
     "grad_in_norm": "‖∂L/∂x‖_F over the batch, x the layer's input (the signal it sends backward)",
     "grad_out_norm": "‖∂L/∂y‖_F over the batch, y the layer's output (the signal it receives)",
     "act_mean": "mean of the layer's output y over batch and units",
@@ -44,8 +44,11 @@ METRICS: dict[str, str] = {
 }
 """The fixed metric vocabulary: name → meaning. Every recorded metric is one of these."""
 
-LAYER_METRICS = tuple(m for m in METRICS if m not in {
-    "loss", "accuracy", "grad_norm_total", "grad_norm_clipped", "clipped", "lr"})
+LAYER_METRICS = tuple(
+    m
+    for m in METRICS
+    if m not in {"loss", "accuracy", "grad_norm_total", "grad_norm_clipped", "clipped", "lr"}
+)
 NETWORK_METRICS = ("loss", "accuracy", "grad_norm_total", "grad_norm_clipped", "clipped", "lr")
 
 HIST_LOG2_MIN, HIST_LOG2_MAX = -60, 20
@@ -77,6 +80,17 @@ class Recorder:
         self._steps = np.zeros(capacity, dtype=np.int64)
         self._n = 0
         self._hist_rows: list[tuple[int, str, str, np.ndarray]] = []
+
+    def add_column(self, layer: str, metric: str) -> int:
+        """Add a (layer, metric) column, NaN for the steps already recorded; return its index."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+        if (layer, metric) in self.index:
+            return self.index[(layer, metric)]
+        self.columns.append((layer, metric))
+        self.index[(layer, metric)] = len(self.columns) - 1
+        self._values = np.concatenate([self._values, np.full((len(self._values), 1), np.nan)], axis=1)
+        return len(self.columns) - 1
 
     def new_row(self, step: int) -> np.ndarray:
         """Start the row of ``step`` and return it (a view to fill by column index)."""
@@ -143,7 +157,11 @@ class Recorder:
                 "step": np.repeat([p[0] for p in parts], sizes).astype(np.int64),
                 "layer": pd.array(np.repeat([p[1] for p in parts], sizes), dtype="string"),
                 "quantity": pd.array(np.repeat([p[2] for p in parts], sizes), dtype="string"),
-                "bin": np.concatenate([p[3] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64),
-                "count": np.concatenate([p[4] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64),
+                "bin": np.concatenate([p[3] for p in parts]).astype(np.int64)
+                if parts
+                else np.zeros(0, np.int64),
+                "count": np.concatenate([p[4] for p in parts]).astype(np.int64)
+                if parts
+                else np.zeros(0, np.int64),
             }
         )
