@@ -1,0 +1,189 @@
+"""Shared pieces of the charts: layer ordering, arm labels and colours, figure creation.
+
+Pure pandas except :func:`new_figure`, which imports matplotlib when called (``import gradlab`` must
+not import it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+RUN_OUTPUT_COLUMNS = (
+    "run", "name", "status", "diverged_step", "diverged_layer", "final_loss", "wall_time_s", "error",
+)
+"""Columns of the runs table that are results, not configuration (docs/data.md)."""
+
+NOT_AN_AXIS = ("seed",)
+"""Config columns that vary within an arm (repeats), never part of an arm label."""
+
+FALLBACK_LABEL_COLUMNS = ("depth", "activation", "init")
+"""What an arm label shows when no config column varies across the sweep."""
+
+STATUS_MARKS = {"diverged": "diverged", "failed": "failed"}
+
+FIG_WIDTH = 9.0
+"""Figure width in inches; at the report's 100 dpi a chart is 900 px wide."""
+
+_POS = re.compile(r"^(.*?)_(\d+)$")
+_NUM = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+def layer_position(name: str) -> int:
+    """The forward position encoded in a layer name's integer suffix (``dense_10`` → 10; else -1)."""
+    m = _POS.match(str(name))
+    return int(m.group(2)) if m else -1
+
+
+def layer_kind(name: str) -> str:
+    """The kind encoded in a layer name (``tanh_3`` → ``tanh``)."""
+    m = _POS.match(str(name))
+    return m.group(1) if m else str(name)
+
+
+def sort_layers(names: Iterable[str]) -> list[str]:
+    """Unique layer names in forward order: by integer position, not lexically (dense_9 < dense_10)."""
+    return sorted({str(n) for n in names if str(n) != ""}, key=lambda n: (layer_position(n), n))
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers numerically ("depth=5" before "depth=10")."""
+    parts = _NUM.split(str(text))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
+def config_columns(runs: pd.DataFrame) -> list[str]:
+    """Columns of the runs table that hold configuration, in table order."""
+    return [c for c in runs.columns if c not in RUN_OUTPUT_COLUMNS]
+
+
+def varying_axes(runs: pd.DataFrame, *, include_seed: bool = False) -> list[str]:
+    """Config columns that take more than one value across the runs (the sweep's axes)."""
+    out = []
+    for c in config_columns(runs):
+        if not include_seed and c in NOT_AN_AXIS:
+            continue
+        if runs[c].astype("string").fillna("<NA>").nunique() > 1:
+            out.append(c)
+    return out
+
+
+def format_value(value: Any) -> str:
+    """Compact text for a config value (0.1 not 0.1000000, True stays True)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def arm_labels(runs: pd.DataFrame) -> pd.Series:
+    """Arm label per run (index = run id): ``name`` if non-empty, else the varying config "k=v" pairs."""
+    axes = varying_axes(runs)
+    cols = axes or [c for c in FALLBACK_LABEL_COLUMNS if c in runs.columns]
+    labels = []
+    for _, row in runs.iterrows():
+        name = row.get("name", "")
+        if isinstance(name, str) and name.strip():
+            labels.append(name.strip())
+        elif cols:
+            labels.append(" ".join(f"{c}={format_value(row[c])}" for c in cols))
+        else:
+            labels.append(str(row["run"]))
+    return pd.Series(labels, index=pd.Index(runs["run"].astype(str), name="run"), name="arm", dtype=object)
+
+
+def arm_colors(labels: Iterable[str]) -> dict[str, tuple[float, float, float, float]]:
+    """A fixed colour per arm: tab10 (≤10 arms) or tab20 (≤20) in natural sorted order, else turbo."""
+    from matplotlib import colormaps
+
+    arms = sorted({str(a) for a in labels}, key=natural_key)
+    n = len(arms)
+    if n <= 10:
+        cmap = colormaps["tab10"]
+        return {a: cmap(i) for i, a in enumerate(arms)}
+    if n <= 20:
+        cmap = colormaps["tab20"]
+        return {a: cmap(i) for i, a in enumerate(arms)}
+    cmap = colormaps["turbo"]
+    return {a: cmap(0.05 + 0.9 * i / (n - 1)) for i, a in enumerate(arms)}
+
+
+def run_arms(runs: pd.DataFrame | None, run_ids: Iterable[str]) -> pd.Series:
+    """Arm label of each run id (the id itself when the runs table is missing or lacks the run)."""
+    ids = [str(r) for r in run_ids]
+    if runs is None or len(runs) == 0:
+        return pd.Series(ids, index=ids, dtype=object)
+    labels = arm_labels(runs)
+    return pd.Series([labels.get(r, r) for r in ids], index=ids, dtype=object)
+
+
+def select_runs(frame: pd.DataFrame, runs: Sequence[str] | None) -> pd.DataFrame:
+    """Rows of ``frame`` whose ``run`` is in ``runs`` (all rows when None)."""
+    if runs is None:
+        return frame
+    return frame[frame["run"].astype(str).isin([str(r) for r in runs])]
+
+
+def metric_rows(metrics: pd.DataFrame, metric: str | Sequence[str]) -> pd.DataFrame:
+    """Rows of the metrics frame for one or several metric names, with plain str/float columns."""
+    names = [metric] if isinstance(metric, str) else list(metric)
+    df = metrics[metrics["metric"].astype(str).isin(names)]
+    return df.assign(
+        run=df["run"].astype(str), layer=df["layer"].astype(str), metric=df["metric"].astype(str),
+        step=df["step"].astype(np.int64), value=df["value"].astype(float),
+    )
+
+
+def dense_index(layers: Iterable[str]) -> dict[str, int]:
+    """Dense layers in forward order → 0, 1, 2, … (the theory's layer index; the last is the output)."""
+    dense = [n for n in sort_layers(layers) if layer_kind(n) == "dense"]
+    return {n: i for i, n in enumerate(dense)}
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, height: float = 3.6, width: float = FIG_WIDTH,
+               **subplot_kw: Any) -> tuple[Figure, np.ndarray]:
+    """A Figure on the Agg canvas (no pyplot state) and its axes as a 2-D array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    return fig, axes
+
+
+def colors_for(arms: Iterable[str], colors: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``colors`` completed with a colour for every arm it lacks."""
+    arms = list(arms)
+    base = dict(arm_colors(arms))
+    if colors:
+        base.update({a: colors[a] for a in arms if a in colors})
+    return base
+
+
+def empty_note(ax: Any, text: str = "no data") -> None:
+    """Write a grey note in the middle of an empty panel."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.5")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def legend_below(fig: Figure, handles: Sequence[Any], labels: Sequence[str], fontsize: float = 8) -> None:
+    """A figure legend under the axes, with as many columns as the longest label lets fit."""
+    if not handles:
+        return
+    px_per_char = 0.68 * fontsize  # DejaVu Sans at 100 dpi, measured on rendered legends
+    width_px = fig.get_figwidth() * 100 - 20
+    ncol = max(1, min(len(labels), int(width_px // (px_per_char * max(map(len, labels)) + 50))))
+    fig.legend(list(handles), list(labels), loc="outside lower center", ncol=ncol, fontsize=fontsize,
+               frameon=False)

@@ -1,0 +1,388 @@
+"""Chart series on small hand-built frames (values, ordering), and smoke renders of every renderer."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradlab import plots
+from gradlab.records import HIST_COLUMNS, METRIC_COLUMNS, ZERO_BIN
+
+# --------------------------------------------------------------------------- realistic test frames
+
+CONFIG_DEFAULTS = dict(
+    depth=6, width=32, activation="relu", init="he_normal", weight_scale=1.0, bias_scale=0.0,
+    batch_norm=False, layer_norm=False, residual=False, dropout=0.0, clip_norm=0.0, clip_value=0.0,
+    optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, dataset="spirals", n_samples=512, input_dim=0,
+    n_classes=0, batch_size=64, steps=20, dtype="float64", seed=0,
+)
+BOUNDED = {"sigmoid", "tanh"}
+
+
+def layer_names(depth: int, activation: str) -> list[str]:
+    """An mlp's layer names: dense_0, act_1, dense_2, …, dense_{2·depth} (the output)."""
+    names = []
+    for i in range(depth):
+        names += [f"dense_{2 * i}", f"{activation}_{2 * i + 1}"]
+    return [*names, f"dense_{2 * depth}"]
+
+
+def make_run(run: str, *, steps: int = 20, factor: float = 1.0, diverge_at: int | None = None,
+             clip: float = 0.0, hist_steps: tuple[int, ...] = (0, 2, 20), **config) -> dict:
+    """One run's runs-table row, metrics and hists. ``factor`` is the per-layer backward gain of ‖∂L/∂y‖:
+    0.25 (sigmoid: φ′ ≤ ¼) makes the gradient decay 0.25^k toward the input, 1 is healthy, > 1 explodes."""
+    cfg = {**CONFIG_DEFAULTS, **config, "steps": steps}
+    rng = np.random.default_rng(abs(hash(run)) % 2**32)
+    names = layer_names(cfg["depth"], cfg["activation"])
+    dense = [n for n in names if n.startswith("dense")]
+    last = diverge_at if diverge_at is not None else steps
+    rows = []
+    for step in range(last + 1):
+        t = step / max(1, steps)
+        for k, name in enumerate(dense):
+            depth_from_top = len(dense) - 1 - k
+            g = 0.5 * factor**depth_from_top * (1 - 0.3 * t) * np.exp(rng.normal(0, 0.05))
+            if diverge_at is not None and step == diverge_at and k < 2:
+                g = np.inf
+            rows += [(step, name, "grad_out_norm", g), (step, name, "grad_norm", 3 * g),
+                     (step, name, "grad_in_norm", g * 1.1), (step, name, "weight_norm", 5.0 + t),
+                     (step, name, "nonfinite", float(not np.isfinite(g)))]
+        for name in names:
+            if name.startswith("dense"):
+                continue
+            pos = int(name.rsplit("_", 1)[1])
+            frac = pos / (2 * cfg["depth"])
+            if cfg["activation"] in BOUNDED:
+                rows.append((step, name, "saturation", min(1.0, 0.1 + 0.8 * frac * t)))
+            else:
+                rows += [(step, name, "inactive_frac", 0.5 + 0.1 * t),
+                         (step, name, "dead_frac", 0.3 * frac * t)]
+        loss = 1.1 * np.exp(-2 * t / max(factor, 0.5)) + 0.05
+        if diverge_at is not None and step == diverge_at:
+            loss = np.inf
+        pre = 2.0 * (1 + 5 * t)
+        post = min(pre, clip) if clip > 0 else pre
+        rows += [(step, "", "loss", loss), (step, "", "accuracy", min(1.0, 0.33 + 0.6 * t)),
+                 (step, "", "grad_norm_total", pre), (step, "", "grad_norm_clipped", post),
+                 (step, "", "clipped", float(post < pre)), (step, "", "lr", cfg["lr"])]
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS[1:]).assign(run=run)[METRIC_COLUMNS]
+    hists = []
+    for step in hist_steps:
+        if step > last:
+            continue
+        for name in names:
+            centre = -1 if cfg["activation"] == "sigmoid" else 0
+            if not name.startswith("dense"):
+                bins = np.arange(centre - 4, centre + 2)
+                counts = np.array([1, 3, 8, 20, 30, 10]) * (1 + int(name.rsplit("_", 1)[1]))
+                hists += [(step, name, "act", b, c) for b, c in zip(bins, counts, strict=True)]
+                if cfg["activation"] == "relu":
+                    hists.append((step, name, "act", ZERO_BIN, int(counts.sum())))
+            else:
+                k = dense.index(name)
+                centre = int(np.round(np.log2(0.5 * factor ** (len(dense) - 1 - k) / 8)))
+                bins = np.arange(centre - 3, centre + 3)
+                counts = [2, 10, 40, 40, 10, 2]
+                hists += [(step, name, "grad", b, c) for b, c in zip(bins, counts, strict=True)]
+    hist = pd.DataFrame(hists, columns=HIST_COLUMNS[1:]).assign(run=run)[HIST_COLUMNS]
+    status = "diverged" if diverge_at is not None else "ok"
+    final = float(metrics.loc[metrics["metric"] == "loss", "value"].iloc[-1])
+    row = {"run": run, "name": "", **cfg, "status": status,
+           "diverged_step": diverge_at, "diverged_layer": "dense_0" if diverge_at is not None else None,
+           "final_loss": final, "wall_time_s": 1.5, "error": ""}
+    return {"row": row, "metrics": metrics, "hists": hist}
+
+
+def make_sweep() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A small depth × activation sweep following docs/data.md: (runs, metrics, hists).
+
+    sigmoid arms vanish (0.25 per layer), ReLU/He arms are healthy, the tanh arm with σ_w = 3 diverges
+    at step 12, one ReLU run failed before recording; sigmoid depth 6 has two seeds.
+    """
+    parts = [
+        make_run("r-sig4", depth=4, activation="sigmoid", init="standard", factor=0.25),
+        make_run("r-sig6", depth=6, activation="sigmoid", init="standard", factor=0.25),
+        make_run("r-sig6b", depth=6, activation="sigmoid", init="standard", factor=0.25, seed=1),
+        make_run("r-relu4", depth=4, activation="relu", init="he_normal", factor=1.0),
+        make_run("r-relu6", depth=6, activation="relu", init="he_normal", factor=1.0, clip=10.0,
+                 clip_norm=10.0),
+        make_run("r-tanh6", depth=6, activation="tanh", init="normal", weight_scale=3.0, factor=2.0,
+                 diverge_at=12),
+    ]
+    failed = make_run("r-fail", depth=4, activation="tanh", init="normal", weight_scale=3.0)["row"]
+    failed.update(status="failed", final_loss=np.nan, error="Traceback ...\nMemoryError")
+    runs = pd.DataFrame([p["row"] for p in parts] + [failed])
+    runs["run"] = runs["run"].astype("string")
+    runs["name"] = runs["name"].astype("string")
+    runs["diverged_step"] = runs["diverged_step"].astype("Int64")
+    runs["diverged_layer"] = runs["diverged_layer"].astype("string")
+    metrics = pd.concat([p["metrics"] for p in parts], ignore_index=True)
+    metrics = metrics.astype({"run": "string", "layer": "string", "metric": "string", "step": "int64"})
+    hists = pd.concat([p["hists"] for p in parts], ignore_index=True)
+    hists = hists.astype({"run": "string", "layer": "string", "quantity": "string", "step": "int64",
+                          "bin": "int64", "count": "int64"})
+    return runs, metrics, hists
+
+
+def make_findings() -> pd.DataFrame:
+    """Findings as diagnose reports them: one row per (run, kind)."""
+    return pd.DataFrame([
+        {"run": "r-sig6", "kind": "vanishing", "layer": "dense_0", "step": 0, "value": 2.4e-4, "op": "<",
+         "threshold": 1e-3, "message": "‖∂L/∂y‖ at dense_0 is 2.4e-4 × the output layer's",
+         "fix": "use ReLU with He init, or add batch norm"},
+        {"run": "r-sig6", "kind": "saturation", "layer": "sigmoid_11", "step": 12, "value": 0.62, "op": ">",
+         "threshold": 0.5, "message": "62% of sigmoid_11's outputs sit at a bound",
+         "fix": "use tanh or ReLU"},
+        {"run": "r-tanh6", "kind": "diverged", "layer": "dense_0", "step": 12, "value": 3.0, "op": ">",
+         "threshold": 0.0, "message": "non-finite values from step 12",
+         "fix": "lower the learning rate or clip"},
+    ])
+
+
+@pytest.fixture(scope="module")
+def sweep() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return make_sweep()
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    return buf.getvalue()
+
+
+def n_lines(fig) -> int:
+    return sum(len(ax.get_lines()) for ax in fig.axes)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_layers_sort_by_position_not_lexically():
+    names = ["dense_10", "dense_2", "dense_9", "tanh_1", "dense_0", "", "residual_3"]
+    assert plots.sort_layers(names) == ["dense_0", "tanh_1", "dense_2", "residual_3", "dense_9", "dense_10"]
+    assert plots.layer_position("dense_12") == 12 and plots.layer_kind("leaky_relu_5") == "leaky_relu"
+
+
+def test_arm_labels_use_name_else_varying_config(sweep):
+    runs, _, _ = sweep
+    labels = plots.arm_labels(runs)
+    assert list(labels.index) == list(runs["run"])
+    # seed varies but is not an axis: both sigmoid depth-6 seeds share one arm
+    assert labels["r-sig6"] == labels["r-sig6b"]
+    assert labels["r-sig6"] == "depth=6 activation=sigmoid init=standard weight_scale=1 clip_norm=0"
+    assert labels["r-tanh6"] == "depth=6 activation=tanh init=normal weight_scale=3 clip_norm=0"
+    named = runs.assign(name=["", "deep sigmoid", "", "", "", "", ""])
+    assert plots.arm_labels(named)["r-sig6"] == "deep sigmoid"
+    assert plots.varying_axes(runs) == ["depth", "activation", "init", "weight_scale", "clip_norm"]
+
+
+def test_arm_colors_fixed_in_natural_order():
+    colors = plots.arm_colors(["depth=10", "depth=5", "depth=20", "depth=5"])
+    assert list(colors) == ["depth=5", "depth=10", "depth=20"]
+    from matplotlib import colormaps
+
+    assert colors["depth=5"] == colormaps["tab10"](0) and colors["depth=20"] == colormaps["tab10"](2)
+    assert len(set(plots.arm_colors([f"a{i}" for i in range(15)]).values())) == 15
+    assert len(set(plots.arm_colors([f"a{i}" for i in range(40)]).values())) == 40
+
+
+# --------------------------------------------------------------------------- series
+
+
+def test_gradient_flow_series_orders_dense_layers_and_averages_seeds(sweep):
+    runs, metrics, _ = sweep
+    s = plots.gradient_flow_series(metrics, runs, steps=("init", 10, "late"))
+    labels = plots.arm_labels(runs)
+    g = s[(s["panel"] == 0) & (s["metric"] == "grad_out_norm") & (s["arm"] == labels["r-sig6"])]
+    assert list(g["layer"]) == [f"dense_{2 * i}" for i in range(7)]  # dense_10, dense_12 last
+    assert list(g["layer_index"]) == list(range(7))
+    assert (g["n_runs"] == 2).all()
+    ratios = g["value"].to_numpy()[1:] / g["value"].to_numpy()[:-1]
+    np.testing.assert_allclose(ratios, 4.0, rtol=0.2)  # decays 0.25 per layer toward the input
+    assert set(s["panel_title"]) == {"step 0 (init)", "step 10", "steps 12–20 (late)"}
+    assert (s["kind"] == "measured").all() and np.isfinite(s["value"]).all()
+    # the diverged run's late panel drops its non-finite layers
+    late = s[(s["panel"] == 2) & (s["arm"] == labels["r-tanh6"]) & (s["metric"] == "grad_out_norm")]
+    assert list(late["layer_index"]) == list(range(2, 7))
+
+
+def test_gradient_flow_series_predicted_overlay_anchored_at_output(sweep):
+    runs, metrics, _ = sweep
+    pred = pd.DataFrame({"run": "r-sig4", "layer_index": range(5), "predicted": 0.25 ** np.arange(4, -1, -1)})
+    s = plots.gradient_flow_series(metrics, runs, predicted=pred)
+    p = s[s["kind"] == "predicted"]
+    assert set(p["panel"]) == {0} and set(p["metric"]) == {"grad_out_norm"}
+    m = s[(s["kind"] == "measured") & (s["panel"] == 0) & (s["metric"] == "grad_out_norm")
+          & (s["arm"] == p["arm"].iloc[0])]
+    assert p["value"].iloc[-1] == pytest.approx(m["value"].iloc[-1])
+    assert p["value"].iloc[0] == pytest.approx(m["value"].iloc[-1] * 0.25**4)
+
+
+def test_heatmap_series_rows_in_forward_order(sweep):
+    _, metrics, _ = sweep
+    h = plots.heatmap_series(metrics, "r-sig6")
+    assert list(h.index) == [f"dense_{2 * i}" for i in range(7)]
+    assert list(h.columns) == list(range(21))
+    assert h.loc["dense_12", 0] - h.loc["dense_10", 0] == pytest.approx(np.log10(4), abs=0.1)
+    sat = plots.heatmap_series(metrics, "r-sig6", metric="saturation")
+    assert sat.attrs["log"] is False and list(sat.index) == [f"sigmoid_{2 * i + 1}" for i in range(6)]
+    assert sat.loc["sigmoid_11", 20] == pytest.approx(0.1 + 0.8 * 11 / 12)
+
+
+def test_saturation_series(sweep):
+    runs, metrics, _ = sweep
+    s = plots.saturation_series(metrics, runs, run_ids=["r-relu6", "r-sig4"])
+    assert list(dict.fromkeys(s["run"])) == ["r-sig4", "r-relu6"]  # arms in natural order: depth=4 first
+    assert set(s.loc[s["run"] == "r-sig4", "metric"]) == {"saturation"}
+    assert set(s.loc[s["run"] == "r-relu6", "metric"]) == {"dead_frac"}
+    layers = list(dict.fromkeys(s.loc[s["run"] == "r-relu6", "layer"]))
+    assert layers == [f"relu_{2 * i + 1}" for i in range(6)]  # relu_11 after relu_9
+
+
+def test_distribution_series(sweep):
+    _, _, hists = sweep
+    d = plots.distribution_series(hists, "r-relu6")
+    assert sorted(d["step"].unique()) == [0, 2, 20]
+    act = d[(d["quantity"] == "act") & (d["step"] == 0)]
+    assert set(act["layer"].str.split("_").str[0]) == {"relu"}
+    assert act.groupby("layer")["fraction"].sum().round(6).eq(0.5).all()  # half the entries are zeros
+    assert act["zero_frac"].round(6).eq(0.5).all()
+    grad = d[d["quantity"] == "grad"]
+    assert set(grad["layer"].str.split("_").str[0]) == {"dense"}
+    np.testing.assert_allclose(grad.groupby(["step", "layer"])["fraction"].sum(), 1.0)
+    row = act[(act["layer"] == "relu_1") & (act["bin"] == 1)].iloc[0]
+    assert row["log10_mag"] == pytest.approx(0.5 * np.log10(2))
+    assert list(dict.fromkeys(grad["layer"]))[:2] == ["dense_0", "dense_2"]
+    assert len(set(plots.distribution_series(hists, "r-relu6", max_layers=3)["layer"])) == 6
+
+
+def test_training_curves_series_marks_divergence(sweep):
+    runs, metrics, _ = sweep
+    s = plots.training_curves_series(metrics, runs)
+    div = s["diverged"]
+    assert list(div["run"]) == ["r-tanh6", "r-tanh6"] and list(div["step"]) == [12, 12]
+    loss_mark = div[div["metric"] == "loss"].iloc[0]
+    loss = metrics[(metrics["run"] == "r-tanh6") & (metrics["metric"] == "loss") & (metrics["step"] == 11)]
+    assert loss_mark["value"] == pytest.approx(loss["value"].iloc[0])  # last finite loss
+    assert set(s["curves"]["metric"]) == {"loss", "accuracy"}
+    assert s["curves"].groupby(["run", "metric"])["step"].is_monotonic_increasing.all()
+
+
+def test_gradient_ratio_and_sweep_matrix(sweep):
+    runs, metrics, _ = sweep
+    ratio = plots.gradient_ratio(metrics)
+    assert ratio["r-sig6"] == pytest.approx(6 * np.log10(0.25), abs=0.1)
+    assert ratio["r-relu4"] == pytest.approx(0.0, abs=0.1)
+    assert ratio["r-tanh6"] == pytest.approx(6 * np.log10(2), abs=0.1)
+    assert np.isfinite(plots.gradient_ratio(metrics, step="last")["r-tanh6"])
+    m = plots.sweep_matrix_series(runs, metrics, rows="depth", cols="activation")
+    assert list(m["row"].unique()) == [4, 6] and list(m["col"].unique()) == ["relu", "sigmoid", "tanh"]
+    cell = m[(m["row"] == 6) & (m["col"] == "sigmoid")].iloc[0]
+    assert cell["n"] == 2 and cell["value"] == pytest.approx(6 * np.log10(0.25), abs=0.1)
+    tanh4 = m[(m["row"] == 4) & (m["col"] == "tanh")].iloc[0]
+    assert tanh4["n_failed"] == 1 and np.isnan(tanh4["value"])
+    assert m[(m["row"] == 6) & (m["col"] == "tanh")].iloc[0]["n_diverged"] == 1
+
+
+def test_clipping_series(sweep):
+    runs, metrics, _ = sweep
+    s = plots.clipping_series(metrics, runs, run_ids=["r-relu6", "r-relu4"])
+    fired = s["fired"].set_index("arm")["fraction"]
+    labels = plots.arm_labels(runs)
+    assert fired[labels["r-relu4"]] == 0.0
+    assert 0 < fired[labels["r-relu6"]] < 1
+    n = s["norms"][s["norms"]["run"] == "r-relu6"]
+    assert (n["post"] <= n["pre"]).all() and (n["post"] <= 10.0).all()
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def test_render_gradient_flow(sweep):
+    runs, metrics, _ = sweep
+    pred = pd.DataFrame({"run": "r-sig4", "layer_index": range(5), "predicted": 0.25 ** np.arange(4, -1, -1)})
+    s = plots.gradient_flow_series(metrics, runs, predicted=pred)
+    fig = plots.plot_gradient_flow(s)
+    n_arms = s["arm"].nunique()
+    assert len(fig.axes) == 6
+    # measured: one line per arm per panel (the diverged arm is in all 6), plus one predicted line
+    assert n_lines(fig) == n_arms * 6 + 1
+    assert fig.axes[0].get_yscale() == "log"
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_render_heatmap(sweep):
+    _, metrics, _ = sweep
+    fig = plots.plot_heatmap({"grad": plots.heatmap_series(metrics, "r-sig6"),
+                              "sat": plots.heatmap_series(metrics, "r-sig6", metric="saturation")})
+    assert len(fig.axes) == 4  # two panels and their colour bars
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_render_saturation(sweep):
+    runs, metrics, _ = sweep
+    fig = plots.plot_saturation(plots.saturation_series(metrics, runs, run_ids=["r-sig6", "r-relu6"]))
+    assert n_lines(fig) == 12  # six layers in each of two panels
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_render_distributions(sweep):
+    _, _, hists = sweep
+    fig = plots.plot_distributions(plots.distribution_series(hists, "r-sig4"))
+    assert len(fig.axes) == 6 and n_lines(fig) == 3 * (4 + 5)
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_render_training_curves(sweep):
+    runs, metrics, _ = sweep
+    fig = plots.plot_training_curves(plots.training_curves_series(metrics, runs))
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
+    assert n_lines(fig) == 2 * 6 + 2  # one per run per panel, plus the two × marks
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_render_sweep_matrix(sweep):
+    runs, metrics, _ = sweep
+    fig = plots.plot_sweep_matrix(plots.sweep_matrix_series(runs, metrics, rows="depth", cols="activation"))
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "failed" in texts and any("diverged" in t for t in texts) and len(texts) == 6
+    assert len(ax.patches) == 2  # hatched cells
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_render_clipping(sweep):
+    runs, metrics, _ = sweep
+    fig = plots.plot_clipping(plots.clipping_series(metrics, runs))
+    assert len(fig.axes) == 2 and n_lines(fig) == 2 * 6
+    assert png_bytes(fig)[:4] == b"\x89PNG"
+
+
+def test_render_phase_diagram():
+    sw2, sb2 = np.linspace(0.5, 4, 8), np.linspace(0, 0.5, 5)
+    chi1 = sw2[None, :] / (1 + sb2[:, None])  # a toy χ₁ with critical line σ_w² = 1 + σ_b²
+    pts = pd.DataFrame({"sw2": [1.0, 3.0], "sb2": [0.0, 0.2], "label": ["a", "b"]})
+    fig = plots.plot_phase_diagram(sw2, sb2, chi1, lambda b: 1 + b, pts)
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2  # the grid and the points
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), 1 + sb2)
+    assert png_bytes(plots.plot_phase_diagram(sw2, sb2, chi1))[:4] == b"\x89PNG"
+
+
+def test_renderers_handle_empty_frames():
+    empty = pd.DataFrame(columns=METRIC_COLUMNS)
+    assert plots.plot_gradient_flow(plots.gradient_flow_series(empty)) is not None
+    assert plots.plot_training_curves(plots.training_curves_series(empty)) is not None
+    assert plots.plot_saturation(plots.saturation_series(empty)) is not None
+
+
+def test_import_gradlab_and_plots_do_not_import_pyplot():
+    code = ("import sys, gradlab, gradlab.plots, gradlab.report; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
