@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradlab.activations import ACTIVATIONS
+from gradlab.data import DATASETS
 from gradlab.init import INITS
 from gradlab.optim import OPTIMIZERS
 
@@ -171,5 +172,24 @@ def validate(c: Config) -> None:
         raise ConfigError(f"batch_size={c.batch_size} must be >= 2 with batch_norm")
     if c.batch_size > c.n_samples:
         raise ConfigError(f"batch_size={c.batch_size} must be <= n_samples={c.n_samples}")
+    _validate_dataset_sizes(c)
     if c.momentum > 0 and c.optimizer in ("adam", "adamw"):
         raise ConfigError(f"momentum={c.momentum} does not apply to optimizer={c.optimizer!r} (uses betas)")
+
+
+def _validate_dataset_sizes(c: Config) -> None:
+    """The sizes ``make_dataset`` would reject, caught before any run starts (0 = the dataset's own)."""
+    b = DATASETS[c.dataset]
+    if c.input_dim and (c.input_dim < b.min_input_dim or b.fixed_input_dim not in (None, c.input_dim)):
+        allowed = f"0 or {b.fixed_input_dim}" if b.fixed_input_dim else f"0 or >= {b.min_input_dim}"
+        raise ConfigError(
+            f"input_dim={c.input_dim} is not allowed for dataset={c.dataset!r}; allowed: {allowed}"
+        )
+    low = 2 if b.task == "classification" else 1
+    if c.n_classes and (c.n_classes < low or b.fixed_n_classes not in (None, c.n_classes)):
+        allowed = f"0 or {b.fixed_n_classes}" if b.fixed_n_classes else f"0 or >= {low}"
+        raise ConfigError(
+            f"n_classes={c.n_classes} is not allowed for dataset={c.dataset!r}; allowed: {allowed}"
+        )
+    if b.max_samples is not None and c.n_samples > b.max_samples:
+        raise ConfigError(f"n_samples={c.n_samples} must be <= {b.max_samples} for dataset={c.dataset!r}")
