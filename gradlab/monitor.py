@@ -15,8 +15,8 @@ import numpy as np
 
 from gradlab.activations import ActivationFn, get_activation
 from gradlab.hooks import Monitor, Schedule, StepInfo, schedule_fn
-from gradlab.records import NETWORK_METRICS, Recorder
-from gradlab.stats import count_nonfinite, dead_units, fraction, log2_hist, moments, ratio, sq_norm
+from gradlab.records import METRICS, NETWORK_METRICS, Recorder
+from gradlab.stats import count_nonfinite, log2_hist, moments, ratio, relu_stats, rule_stats, sq_norm
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,14 +42,51 @@ def layer_metrics(kind: str, activation: ActivationFn | None) -> tuple[str, ...]
 
 
 class _Slot:
-    """Where one layer's metrics go, and its sliding window of per-unit activity."""
+    """Where one layer's metrics go (column indices, −1 when absent) and its recent unit activity."""
 
-    __slots__ = ("act", "cols", "kind", "name", "recent", "recent_pos")
+    __slots__ = (
+        "act",
+        "c_act_mean",
+        "c_act_std",
+        "c_dead_frac",
+        "c_dead_frac_window",
+        "c_grad_b_norm",
+        "c_grad_in_norm",
+        "c_grad_norm",
+        "c_grad_out_norm",
+        "c_inactive_frac",
+        "c_nonfinite",
+        "c_saturation",
+        "c_update_ratio",
+        "c_weight_norm",
+        "cols",
+        "kind",
+        "last_active",
+        "name",
+        "relu",
+        "rule_inactive",
+        "rule_saturated",
+    )  # fmt: skip
 
     def __init__(self, name: str, kind: str, act: ActivationFn | None, cols: dict[str, int]) -> None:
         self.name, self.kind, self.act, self.cols = name, kind, act, cols
-        self.recent: Array | None = None  # (window, units) ring buffer of "active in this batch"
-        self.recent_pos = 0
+        for metric in METRICS:
+            if hasattr(type(self), f"c_{metric}"):
+                setattr(self, f"c_{metric}", cols.get(metric, -1))
+        self.relu = act is not None and act.name == "relu"
+        self.rule_saturated = act.saturated if act is not None else None
+        self.rule_inactive = act.inactive if act is not None else None
+        self.last_active: Array | None = None  # per unit: the last step it was active in
+
+
+class Entry:
+    """The arrays of one layer at one step (any may be None)."""
+
+    __slots__ = ("W", "dW", "db", "gin", "gout", "slot", "upd", "x", "y")
+
+    def __init__(self, slot: _Slot, y=None, x=None, W=None, dW=None, db=None, upd=None, gin=None, gout=None):
+        self.slot, self.y, self.x, self.W, self.dW, self.db = slot, y, x, W, dW, db
+        self.upd, self.gin, self.gout = upd, gin, gout
 
 
 class Observer:
@@ -127,87 +164,103 @@ class Observer:
             if kind is None:
                 kind = "activation" if activation is not None else "dense" if weight is not None else "layer"
             self.add_layer(layer, kind, activation)
-        slot = self.slots[layer]
-        row = self._row_for(step)
-        bad = self._fill(
-            slot, row, output, preactivation, weight, weight_grad, bias_grad, update, grad_in, grad_out
+        entry = Entry(
+            self.slots[layer],
+            output,
+            preactivation,
+            weight,
+            weight_grad,
+            bias_grad,
+            update,
+            grad_in,
+            grad_out,
         )
-        if any(bad) and self.divergence is None:
+        row = self._row_for(step)
+        (bad,) = self.compute(row, [entry], self.recorder.n_steps - 1)
+        if (bad[0] or bad[1]) and self.divergence is None:
             self.divergence = (step, layer)
         if self.hist_schedule(step):
-            self._hists(step, layer, output, grad_out)
+            self.hists(step, [entry])
 
-    def _fill(
-        self,
-        slot: _Slot,
-        row: Array,
-        y: Array | None,
-        x: Array | None,
-        W: Array | None,
-        dW: Array | None,
-        db: Array | None,
-        upd: Array | None,
-        gin: Array | None,
-        gout: Array | None,
-        sq_cache: dict[int, float] | None = None,
-    ) -> tuple[int, int]:
-        """Write one layer's statistics into ``row``; return the non-finite counts (output, gradients)."""
-        cols = slot.cols
+    def compute(self, row: Array, entries: Sequence[Entry], tick: int) -> list[tuple[int, int]]:
+        """Write every statistic of ``entries`` into ``row``; ``tick`` counts recorded steps (row index).
 
-        def gnorm(a: Array) -> float:
-            if sq_cache is None:
-                return math.sqrt(sq_norm(a))
-            key = id(a.base if a.base is not None else a)
-            v = sq_cache.get(key)
-            if v is None:
-                v = sq_cache[key] = sq_norm(a)
-            return math.sqrt(v)
+        Returns, per entry, whether (its output, its gradients) hold a non-finite value or a norm
+        that overflows: where a divergence shows first.
+        """
+        bad: list[tuple[bool, bool]] = []
+        sq_of: dict[int, float] = {}  # a layer's grad_out is the next one's grad_in: reduce it once
+        for e in entries:
+            slot = e.slot
+            y_bad = g_bad = 0
+            over = [False, False]
+            y = e.y
+            if y is not None:
+                mean, std, ss = moments(y)
+                row[slot.c_act_mean] = mean
+                row[slot.c_act_std] = std
+                y_bad = count_nonfinite(y, ss)
+                over[0] = not math.isfinite(ss)
+                if slot.rule_saturated is not None:
+                    sat = rule_stats(y, e.x, slot.rule_saturated)
+                    if sat is not None:
+                        row[slot.c_saturation] = sat[0]
+                if slot.rule_inactive is not None:
+                    act = relu_stats(y) if slot.relu else rule_stats(y, e.x, slot.rule_inactive)
+                    if act is not None:
+                        self._activity(slot, row, act[0], act[1], tick)
+            for a, col in ((e.gin, slot.c_grad_in_norm), (e.gout, slot.c_grad_out_norm)):
+                if a is not None:
+                    key = id(a.base if a.base is not None else a)
+                    v = sq_of.get(key)
+                    if v is None:
+                        v = sq_of[key] = sq_norm(a)
+                    row[col] = math.sqrt(v)
+                    if a is e.gin:
+                        g_bad += count_nonfinite(a, v)
+                        over[1] = over[1] or not math.isfinite(v)
+            if slot.c_weight_norm >= 0:
+                if e.W is not None:
+                    row[slot.c_weight_norm] = math.sqrt(sq_norm(e.W))
+                if e.dW is not None:
+                    v = sq_norm(e.dW)
+                    row[slot.c_grad_norm] = math.sqrt(v)
+                    g_bad += count_nonfinite(e.dW, v)
+                    over[1] = over[1] or not math.isfinite(v)
+                if e.db is not None:
+                    v = sq_norm(e.db)
+                    row[slot.c_grad_b_norm] = math.sqrt(v)
+                    g_bad += count_nonfinite(e.db, v)
+                if e.upd is not None:
+                    row[slot.c_update_ratio] = ratio(math.sqrt(sq_norm(e.upd)), row[slot.c_weight_norm])
+            row[slot.c_nonfinite] = y_bad + g_bad
+            bad.append((over[0] or y_bad > 0, over[1] or g_bad > 0))
+        return bad
 
-        if W is not None and "weight_norm" in cols:
-            w = math.sqrt(sq_norm(W))
-            row[cols["weight_norm"]] = w
-            if upd is not None:
-                row[cols["update_ratio"]] = ratio(math.sqrt(sq_norm(upd)), w)
-        if dW is not None and "grad_norm" in cols:
-            row[cols["grad_norm"]] = math.sqrt(sq_norm(dW))
-        if db is not None and "grad_b_norm" in cols:
-            row[cols["grad_b_norm"]] = math.sqrt(sq_norm(db))
-        if gin is not None:
-            row[cols["grad_in_norm"]] = gnorm(gin)
-        if gout is not None:
-            row[cols["grad_out_norm"]] = gnorm(gout)
-        if y is not None:
-            row[cols["act_mean"]], row[cols["act_std"]] = moments(y)
-            act = slot.act
-            if act is not None:
-                if act.saturated is not None:
-                    row[cols["saturation"]] = fraction(act.saturated(y, x))
-                if act.inactive is not None:
-                    self._activity(slot, row, act.inactive(y, x))
-        y_bad, g_bad = count_nonfinite(y), count_nonfinite(gin, dW, db)
-        row[cols["nonfinite"]] = y_bad + g_bad
-        return y_bad, g_bad
+    def update_ratios(self, row: Array, entries: Sequence[Entry]) -> None:
+        """‖ΔW‖/‖W‖ of the entries that carry an update (``weight_norm`` must be in ``row``)."""
+        for e in entries:
+            if e.upd is not None and e.slot.c_update_ratio >= 0:
+                row[e.slot.c_update_ratio] = ratio(math.sqrt(sq_norm(e.upd)), row[e.slot.c_weight_norm])
 
-    def _hists(self, step: int, layer: str, y: Array | None, gout: Array | None) -> None:
-        if y is not None:
-            self.recorder.add_hist(step, layer, "act", log2_hist(y))
-        if gout is not None:
-            self.recorder.add_hist(step, layer, "grad", log2_hist(gout))
+    def _activity(self, slot: _Slot, row: Array, inactive_frac: float, dead: Array, tick: int) -> None:
+        row[slot.c_inactive_frac] = inactive_frac
+        n = dead.size
+        row[slot.c_dead_frac] = np.count_nonzero(dead) / n
+        if slot.last_active is None or slot.last_active.size != n:
+            slot.last_active = np.full(n, -(1 << 62))  # never active so far
+        slot.last_active[~dead] = tick
+        # dead over the window: inactive in each of the last `dead_window` recorded steps (or in
+        # every step so far, before the window fills)
+        row[slot.c_dead_frac_window] = np.count_nonzero(slot.last_active <= tick - self.dead_window) / n
 
-    def _activity(self, slot: _Slot, row: Array, inactive: Array | None) -> None:
-        if inactive is None:  # the rule needs an input that was not given
-            return
-        cols = slot.cols
-        row[cols["inactive_frac"]] = fraction(inactive)
-        dead = dead_units(inactive)
-        row[cols["dead_frac"]] = fraction(dead)
-        if slot.recent is None or slot.recent.shape[1] != dead.size:
-            slot.recent = np.zeros((self.dead_window, dead.size), dtype=bool)
-            slot.recent_pos = 0
-            slot.recent[:] = ~dead  # until the window fills, earlier steps count as this one
-        slot.recent[slot.recent_pos % self.dead_window] = ~dead
-        slot.recent_pos += 1
-        row[cols["dead_frac_window"]] = fraction(~slot.recent.any(axis=0))
+    def hists(self, step: int, entries: Sequence[Entry]) -> None:
+        """Keep log-magnitude histograms of each entry's output and of ∂L/∂y at its output."""
+        for e in entries:
+            if e.y is not None:
+                self.recorder.add_hist(step, e.slot.name, "act", log2_hist(e.y))
+            if e.gout is not None:
+                self.recorder.add_hist(step, e.slot.name, "grad", log2_hist(e.gout))
 
     def observe_network(
         self,
@@ -246,8 +299,9 @@ class GradientMonitor(Monitor):
     """Records every statistic of :data:`gradlab.records.METRICS` for each layer of a gradlab Network.
 
     Attach with ``with net.attach(monitor): ...``; the training loop calls ``net.begin_step(step)``
-    and ``net.end_step(step, info)`` around each step. Statistics of a layer are taken right after
-    its backward pass, so gradient norms are before clipping and weights before the update.
+    and ``net.end_step(step, info)`` around each step. The hooks only keep references; when the last
+    watched layer's backward has run, every statistic is computed at once, batched across layers
+    (gradient norms before clipping, weights before the update).
     """
 
     def __init__(
@@ -260,13 +314,12 @@ class GradientMonitor(Monitor):
     ) -> None:
         super().__init__(layers=layers, every=every)
         self.observer = Observer(run=run, dead_window=dead_window, hist_every=hist_every)
-        self._y: dict[str, Array] = {}
-        self._x: dict[str, Array] = {}
+        self._entries: dict[str, Entry] = {}
+        self._layers: dict[str, Any] = {}
         self._scratch: Array | None = None
-        self._sq: dict[int, float] = {}
-        self._gout: dict[str, Array] = {}
-        self._bad_out: set[str] = set()
-        self._bad_grad: list[str] = []
+        self._bad: list[tuple[bool, bool]] = []
+        self._done = False
+        self._n_backward = 0
 
     def on_attach(self, layer_names: Sequence[str], layers: Mapping[str, Any]) -> None:
         """Declare the columns of every layer this monitor watches."""
@@ -275,59 +328,64 @@ class GradientMonitor(Monitor):
             if not self.wants_layer(name):
                 continue
             layer = layers[name]
-            act = getattr(layer, "fn", None) if getattr(layer, "kind", "") not in _PARAM_KEYS else None
+            act = getattr(layer, "fn", None)
             obs.add_layer(name, layer.kind, act if isinstance(act, ActivationFn) else None)
+            self._layers[name] = layer
         self._scratch = np.full(len(obs.recorder.columns), np.nan)
 
     def on_forward(self, name: str, layer: Any, x: Array, y: Array) -> None:
-        """Keep references to the layer's input and output until its backward pass."""
-        self._y[name] = y
-        self._x[name] = x
+        """Keep references to the layer's input and output."""
+        if self._done or not self._entries:
+            self._reset()
+        self._entries[name] = Entry(self.observer.slots[name], y=y, x=x)
 
     def on_backward(self, name: str, layer: Any, grad_in: Array, grad_out: Array) -> None:
-        """Compute the layer's statistics (gradients before clipping, weights before the update)."""
-        slot = self.observer.slots[name]
-        keys = _PARAM_KEYS.get(slot.kind)
-        W = dW = db = None
+        """Keep references to the gradients; after the last watched layer, compute everything."""
+        e = self._entries.get(name)
+        if e is None:
+            e = self._entries[name] = Entry(self.observer.slots[name])
+        e.gin, e.gout = grad_in, grad_out
+        keys = _PARAM_KEYS.get(e.slot.kind)
         if keys is not None:
-            W, dW, db = layer.params[keys[0]], layer.grads[keys[0]], layer.grads[keys[1]]
-        y_bad, g_bad = self.observer._fill(
-            slot,
-            self._scratch,
-            self._y.get(name),
-            self._x.get(name),
-            W,
-            dW,
-            db,
-            None,
-            grad_in,
-            grad_out,
-            self._sq,
+            e.W, e.dW, e.db = layer.params[keys[0]], layer.grads[keys[0]], layer.grads[keys[1]]
+        self._n_backward += 1
+        if self._n_backward == len(self._layers):
+            self._flush()
+
+    def _flush(self) -> None:
+        self._bad = self.observer.compute(
+            self._scratch, list(self._entries.values()), self.observer.recorder.n_steps
         )
-        if y_bad:
-            self._bad_out.add(name)
-        if g_bad:
-            self._bad_grad.append(name)
-        self._gout[name] = grad_out
+        self._done = True
+
+    def _reset(self) -> None:
+        self._entries.clear()
+        self._scratch.fill(np.nan)
+        self._bad = []
+        self._done = False
+        self._n_backward = 0
 
     def on_step(self, step: int, info: StepInfo) -> None:
         """Add update ratios and network-level metrics; commit the step's row."""
         obs = self.observer
-        scratch = self._scratch
+        if not self._done and self._entries:  # a pass without backward, or some layers unseen
+            self._flush()
+        entries = list(self._entries.values())
         if info.updates:
-            for name, slot in obs.slots.items():
-                keys = _PARAM_KEYS.get(slot.kind)
-                upd = info.updates.get(f"{name}.{keys[0]}") if keys else None
-                if upd is not None:
-                    scratch[slot.cols["update_ratio"]] = ratio(
-                        math.sqrt(sq_norm(upd)), scratch[slot.cols["weight_norm"]]
-                    )
+            for e in entries:
+                keys = _PARAM_KEYS.get(e.slot.kind)
+                if keys is not None:
+                    e.upd = info.updates.get(f"{e.slot.name}.{keys[0]}")
+            obs.update_ratios(self._scratch, entries)
         row = obs._row_for(step)
-        row[:] = scratch
-        if obs.divergence is None and (self._bad_out or self._bad_grad):
+        row[:] = self._scratch
+        if obs.divergence is None and any(b[0] or b[1] for b in self._bad):
             # Forward trouble starts at the earliest layer; backward trouble nearest the output.
-            first = next((n for n in obs.slots if n in self._bad_out), None)
-            obs.divergence = (step, first if first is not None else self._bad_grad[0])
+            fwd = [e.slot.name for e, b in zip(entries, self._bad, strict=True) if b[0]]
+            bwd = [e.slot.name for e, b in zip(entries, self._bad, strict=True) if b[1]]
+            order = list(obs.slots)
+            first = min(fwd, key=order.index) if fwd else max(bwd, key=order.index)
+            obs.divergence = (step, first)
         obs.observe_network(
             step,
             info.loss,
@@ -338,15 +396,8 @@ class GradientMonitor(Monitor):
             info.lr,
         )
         if obs.hist_schedule(step):
-            for name in obs.slots:
-                obs._hists(step, name, self._y.get(name), self._gout.get(name))
-        scratch.fill(np.nan)
-        self._sq.clear()
-        self._y.clear()
-        self._x.clear()
-        self._gout.clear()
-        self._bad_out.clear()
-        self._bad_grad.clear()
+            obs.hists(step, entries)
+        self._reset()
 
     @property
     def divergence(self) -> tuple[int, str] | None:

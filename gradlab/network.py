@@ -40,6 +40,8 @@ class Network:
         self._fwd: dict[str, list] = {}
         self._bwd: dict[str, list] = {}
         self._step_hooks: list = []
+        self._active: list[Any] | None = None
+        self._active_of: list[Any] | None = None
         self.training = True
 
     # -- structure -------------------------------------------------------------------------
@@ -130,10 +132,10 @@ class Network:
                     m.on_attach(names, layers)
                 attached.append(m)
         except BaseException:
-            self._monitors.extend(attached)
+            self._monitors = self._monitors + attached
             self._detach(attached)
             raise
-        self._monitors.extend(new)
+        self._monitors = self._monitors + new
         self.begin_step(None)
         return Handle(lambda: self._detach(new))
 
@@ -152,6 +154,9 @@ class Network:
     def begin_step(self, step: int | None) -> None:
         """Select the monitors whose schedule includes ``step`` (None: all) for the coming passes."""
         active = [m for m in self._monitors if step is None or _wants_step(m, step)]
+        if self._active == active and self._active_of is self._monitors:
+            return
+        self._active, self._active_of = active, self._monitors
         self._fwd, self._bwd = {}, {}
         for name, _ in self.named_layers():
             fwd = [m.on_forward for m in active if _wants_layer(m, name)]
