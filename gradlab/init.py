@@ -173,6 +173,7 @@ def weight_std(name: str, fan_in: int, fan_out: int, gain: float = 1.0) -> float
         "lecun_normal": 1.0 / math.sqrt(fan_in),
         "orthogonal": 1.0 / math.sqrt(max(fan_in, fan_out)),
         "normal": 1.0 / math.sqrt(fan_in),
+        "uniform": 0.05 / sq3,  # uniform()'s default a = 0.05, the only one mlp uses
         "zeros": 0.0,
     }
     table["xavier_uniform"], table["xavier_normal"] = table["glorot_uniform"], table["glorot_normal"]

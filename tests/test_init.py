@@ -36,7 +36,9 @@ def test_empirical_std_matches_formula(name, kw, std):
     assert W.std() == pytest.approx(std, rel=0.02)
 
 
-@pytest.mark.parametrize("name", ["standard", "glorot_uniform", "he_normal", "lecun_normal", "orthogonal"])
+@pytest.mark.parametrize(
+    "name", ["standard", "glorot_uniform", "he_normal", "lecun_normal", "orthogonal", "uniform"]
+)
 def test_weight_std_agrees_with_draws(name):
     assert _draw(name).std() == pytest.approx(weight_std(name, *SHAPE), rel=0.02)
 
