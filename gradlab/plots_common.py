@@ -187,3 +187,20 @@ def legend_below(fig: Figure, handles: Sequence[Any], labels: Sequence[str], fon
     ncol = max(1, min(len(labels), int(width_px // (px_per_char * max(map(len, labels)) + 50))))
     fig.legend(list(handles), list(labels), loc="outside lower center", ncol=ncol, fontsize=fontsize,
                frameon=False)
+
+
+def log_y(ax: Any) -> None:
+    """Log y axis with major decades only (minor ticks cost seconds per figure and add nothing here)."""
+    from matplotlib.ticker import LogLocator, NullLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def suptitle(fig: Figure, text: str) -> None:
+    """A figure title wrapped to the figure's width (long arm labels otherwise run off both sides)."""
+    import textwrap
+
+    chars = int(fig.get_figwidth() * 100 / 8.5)  # ~8.5 px per character at the default 12 pt
+    fig.suptitle("\n".join(textwrap.wrap(text, chars)) if text else text)

@@ -20,12 +20,14 @@ from gradlab.plots_common import (
     layer_kind,
     layer_position,
     legend_below,
+    log_y,
     metric_rows,
     natural_key,
     new_figure,
     run_arms,
     select_runs,
     sort_layers,
+    suptitle,
 )
 
 if TYPE_CHECKING:
@@ -107,6 +109,7 @@ def gradient_flow_series(
     order = {m: i for i, m in enumerate(which)}
     agg = agg.assign(_m=agg["metric"].map(order), _a=agg["arm"].map(natural_key))
     agg = agg.sort_values(["panel", "_m", "kind", "_a", "layer_index"], kind="stable")
+    agg = agg.astype({"value": float, "lo": float, "hi": float, "layer_index": np.int64, "n_runs": np.int64})
     return agg[cols].reset_index(drop=True)
 
 
@@ -166,7 +169,7 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
                     else:
                         (line,) = ax.plot(g["layer_index"], g["value"], "--", lw=1.4, color=colors[arm])
                         handles.setdefault("mean-field prediction (dashed)", line)
-            ax.set_yscale("log")
+            log_y(ax)
             ax.grid(True, which="major", alpha=0.3)
             if i == 0:
                 ax.set_title(ptitle, fontsize=10)
@@ -180,7 +183,7 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
         from matplotlib.lines import Line2D
 
         handles["mean-field prediction (dashed)"] = Line2D([], [], ls="--", color="0.3")
-    fig.suptitle(title)
+    suptitle(fig, title)
     legend_below(fig, list(handles.values()), list(handles))
     return fig
 
@@ -226,7 +229,10 @@ def plot_heatmap(series: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: st
         y = np.arange(len(mat.index) + 1) - 0.5
         data = np.ma.masked_invalid(mat.to_numpy(dtype=float))
         if log:
-            mesh = ax.pcolormesh(edges, y, data, cmap="viridis", shading="flat")
+            lo, hi = (float(data.min()), float(data.max())) if data.count() else (0.0, 1.0)
+            if hi - lo < 1.0:  # at least one decade: noise on a flat profile must not look like structure
+                lo, hi = (lo + hi) / 2 - 0.5, (lo + hi) / 2 + 0.5
+            mesh = ax.pcolormesh(edges, y, data, cmap="viridis", vmin=lo, vmax=hi, shading="flat")
             label = f"log10 {METRIC_AXIS.get(metric, metric)}"
         else:
             mesh = ax.pcolormesh(edges, y, data, cmap="magma", vmin=0.0, vmax=1.0, shading="flat")
@@ -238,7 +244,7 @@ def plot_heatmap(series: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: st
         ax.set_xlabel("step")
         ax.set_title(name or METRIC_AXIS.get(metric, metric), fontsize=10)
     if title:
-        fig.suptitle(title)
+        suptitle(fig, title)
     return fig
 
 
@@ -292,7 +298,7 @@ def plot_saturation(series: pd.DataFrame, *, max_panels: int = 6,
                       ticks=[0, 1])
     cb.ax.set_yticklabels(["input", "output"])
     cb.set_label("layer position")
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
@@ -375,5 +381,5 @@ def plot_distributions(series: pd.DataFrame, *, title: str = "Per-layer distribu
             ax.set_xlabel("log10 |value|")
             if j == len(steps) - 1 and layers:
                 ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig

@@ -18,11 +18,13 @@ from gradlab.plots_common import (
     empty_note,
     format_value,
     legend_below,
+    log_y,
     metric_rows,
     natural_key,
     new_figure,
     run_arms,
     select_runs,
+    suptitle,
 )
 
 if TYPE_CHECKING:
@@ -127,7 +129,7 @@ def plot_training_curves(series: Mapping[str, pd.DataFrame], *, colors: Mapping[
         if len(marks):
             handles["diverged (×)"] = Line2D([], [], ls="", marker="x", ms=8, mew=2, color="0.2")
         if m == "loss" and (sub["value"] > 0).any():
-            ax.set_yscale("log")
+            log_y(ax)
         if m == "accuracy":
             ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("step")
@@ -135,7 +137,7 @@ def plot_training_curves(series: Mapping[str, pd.DataFrame], *, colors: Mapping[
         ax.grid(True, alpha=0.3)
         if sub.empty:
             empty_note(ax)
-    fig.suptitle(title)
+    suptitle(fig, title)
     legend_below(fig, list(handles.values()), list(handles))
     return fig
 
@@ -267,7 +269,7 @@ def plot_clipping(series: Mapping[str, pd.DataFrame], *, colors: Mapping[str, An
     for (arm, _run), g in norms.groupby(["arm", "run"], sort=False):
         ax.plot(g["step"], g["pre"], lw=1.2, color=colors[arm])
         ax.plot(g["step"], g["post"], "--", lw=1.2, color=colors[arm])
-    ax.set_yscale("log")
+    log_y(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("global ‖∂L/∂θ‖")
     ax.grid(True, alpha=0.3)
@@ -287,7 +289,7 @@ def plot_clipping(series: Mapping[str, pd.DataFrame], *, colors: Mapping[str, An
     handles += [Line2D([], [], color="0.3"), Line2D([], [], color="0.3", ls="--")]
     labels = [*arms, "before clipping", "after clipping"]
     legend_below(fig, handles, labels)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 

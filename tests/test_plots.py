@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ def make_run(run: str, *, steps: int = 20, factor: float = 1.0, diverge_at: int 
     """One run's runs-table row, metrics and hists. ``factor`` is the per-layer backward gain of ‖∂L/∂y‖:
     0.25 (sigmoid: φ′ ≤ ¼) makes the gradient decay 0.25^k toward the input, 1 is healthy, > 1 explodes."""
     cfg = {**CONFIG_DEFAULTS, **config, "steps": steps}
-    rng = np.random.default_rng(abs(hash(run)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(run.encode()))
     names = layer_names(cfg["depth"], cfg["activation"])
     dense = [n for n in names if n.startswith("dense")]
     last = diverge_at if diverge_at is not None else steps
