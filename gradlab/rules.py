@@ -1,0 +1,426 @@
+"""The diagnosis rules: pure, vectorised checks over the tidy metrics frame, each with named thresholds.
+
+Every rule turns metric rows into a per-row *hit* (the measured value is past its threshold) and
+then asks whether the hit is *sustained*: within some window of ``window`` consecutive recorded
+steps (the whole run if it recorded fewer), more than ``majority`` of the steps hit. A finding
+reports the first step that hit inside the first such window, and the median of the measured
+value over that window (so the median is past the threshold too). A run that recorded only step 0
+is judged on that one step. Rows whose value is NaN or ±Inf are not observations (``diverged``
+covers those). :func:`gradlab.diagnose.diagnose` is the public entry point; the thresholds are
+:class:`gradlab.diagnose.Thresholds`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from gradlab.records import METRIC_COLUMNS
+
+if TYPE_CHECKING:
+    from gradlab.diagnose import Thresholds
+
+
+NEEDED = ("grad_out_norm", "grad_norm_total", "loss", "nonfinite", "saturation", "dead_frac",
+          "dead_frac_window", "update_ratio")
+_NAME = re.compile(r"^(.*)_(\d+)$")
+
+
+@dataclass
+class Rows:
+    """One metric's rows as arrays sorted by (run, layer, step); ``flag`` marks a variant source."""
+
+    r: np.ndarray
+    l: np.ndarray
+    step: np.ndarray
+    v: np.ndarray
+    flag: np.ndarray | None = None
+
+    def take(self, mask: np.ndarray) -> Rows:
+        """The rows where ``mask`` holds."""
+        flag = self.flag[mask] if self.flag is not None else None
+        return Rows(self.r[mask], self.l[mask], self.step[mask], self.v[mask], flag)
+
+
+@dataclass
+class Table:
+    """The metrics a diagnosis needs, as integer-coded arrays; layers parsed once.
+
+    ``rows["dead"]`` holds ``dead_frac_window`` rows (flag True) and, for layers without them,
+    ``dead_frac`` rows; ``rows["nonfinite"]`` only its rows > 0. Other metrics are looked up
+    lazily with :meth:`at` (only diverged runs need them) from the coded columns kept in ``raw``.
+    ``present[metric]`` tells which runs recorded a metric at all.
+    """
+
+    runs: list[str]
+    layer_names: np.ndarray
+    layer_kind: np.ndarray
+    layer_pos: np.ndarray
+    rows: dict[str, Rows]
+    raw: dict[str, Any]
+    present: dict[str, np.ndarray]
+
+    def get(self, metric: str) -> Rows | None:
+        """The rows of ``metric``, or None when it was not recorded."""
+        return self.rows.get(metric)
+
+    def at(self, metric: str, keys: np.ndarray) -> Rows | None:
+        """All rows of ``metric`` whose ``run << 32 | step`` is in ``keys`` (None: never recorded)."""
+        raw = self.raw
+        k = raw["metric_code"].get(metric)
+        if k is None:
+            return None
+        i = raw["by_metric"][raw["bounds"][k + 1]:raw["bounds"][k + 2]]
+        i = i[np.isin(raw["r"][i] * (np.int64(1) << 32) + raw["step"][i], keys)]
+        return Rows(raw["r"][i], raw["l"][i], raw["step"][i], raw["v"][i])
+
+
+def prepare(metrics: pd.DataFrame, extra_runs: list[str] | None = None) -> Table:
+    """Select the needed rows and code runs and layers as integers (layers by forward position)."""
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics frame lacks column(s) {missing}; expected {METRIC_COLUMNS}")
+    # Factorize whole columns once (cheap on categorical or Arrow strings); then split rows by
+    # metric with one stable sort, and do everything else on each metric's own rows.
+    m_codes, m_uniq = pd.factorize(metrics["metric"])
+    r_codes, r_uniq = pd.factorize(metrics["run"])
+    l_codes, l_uniq = pd.factorize(metrics["layer"])
+    all_runs = [str(r) for r in r_uniq]
+    known = set(all_runs)
+    runs = all_runs + [r for r in dict.fromkeys(extra_runs or []) if r not in known]
+    names = np.array([str(u) for u in l_uniq] + [""], dtype=object)  # code -1 (NA) → ""
+    kind, pos = _parse_layers(names)
+    l_codes[l_codes < 0] = len(names) - 1
+    step_all = metrics["step"].to_numpy(dtype=np.int64)
+    v_all = metrics["value"].to_numpy(dtype=np.float64)
+    small = np.uint8 if len(m_uniq) < 255 else np.uint16 if len(m_uniq) < 65535 else np.int64
+    by_metric = np.argsort((m_codes + 1).astype(small), kind="stable")  # radix sort; keeps row order
+    bounds = np.r_[0, np.cumsum(np.bincount(m_codes + 1, minlength=len(m_uniq) + 1))]
+    n_runs = len(runs)
+
+    codes = {str(m): k for k, m in enumerate(m_uniq)}
+
+    def subset(name: str) -> np.ndarray | None:
+        k = codes.get(name)
+        if k is None:
+            return None
+        i = by_metric[bounds[k + 1]:bounds[k + 2]]
+        return i[r_codes[i] >= 0]
+
+    idx = {m: subset(m) for m in (*NEEDED, "act_std")}
+    present = {m: np.bincount(r_codes[i], minlength=n_runs) > 0 for m, i in idx.items() if i is not None}
+    is_dense = np.append(kind == "dense", False)
+    if idx["grad_out_norm"] is not None:  # only dense layers' ‖∂L/∂y‖ enter the ratio rules
+        idx["grad_out_norm"] = idx["grad_out_norm"][is_dense[l_codes[idx["grad_out_norm"]]]]
+    if idx["nonfinite"] is not None:  # only the bad counts matter
+        v = v_all[idx["nonfinite"]]
+        idx["nonfinite"] = idx["nonfinite"][(v > 0) | ~np.isfinite(v)]
+    dead, win = idx.pop("dead_frac"), idx.pop("dead_frac_window")
+    flag = None
+    if dead is not None and win is not None:  # a layer's window metric replaces its batch metric
+        n_l = np.int64(len(names))
+        has_win = np.zeros(n_runs * int(n_l), dtype=bool)
+        has_win[r_codes[win] * n_l + l_codes[win]] = True
+        dead = dead[~has_win[r_codes[dead] * n_l + l_codes[dead]]]
+    if dead is not None or win is not None:
+        parts = [p for p in (win, dead) if p is not None]
+        flag = np.concatenate([np.full(len(p), p is win) for p in parts])
+        idx["dead"] = np.concatenate(parts)
+    rows: dict[str, Rows] = {}
+    for name, i in idx.items():
+        if i is None or len(i) == 0 or name == "act_std":
+            continue
+        r, l, step = r_codes[i], l_codes[i], step_all[i]
+        s0 = step.min()
+        order = np.argsort((r * np.int64(len(names)) + l) * np.int64(step.max() - s0 + 1) + (step - s0))
+        i = i[order]
+        rows[name] = Rows(r_codes[i], l_codes[i], step_all[i], v_all[i],
+                          flag[order] if name == "dead" else None)
+    raw = {"r": r_codes, "l": l_codes, "step": step_all, "v": v_all, "by_metric": by_metric,
+           "bounds": bounds, "metric_code": {str(m): k for k, m in enumerate(m_uniq)}}
+    return Table(runs, names, kind, pos, rows, raw, present)
+
+
+def _parse_layers(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kind and forward position from ``<kind>_<pos>``; other names go after, in order of appearance."""
+    kind = np.empty(len(names), dtype=object)
+    pos = np.zeros(len(names), dtype=np.int64)
+    top = -1
+    unparsed = []
+    for i, n in enumerate(names):
+        m = _NAME.match(n)
+        if m:
+            kind[i], pos[i] = m.group(1), int(m.group(2))
+            top = max(top, pos[i])
+        else:
+            kind[i] = n
+            unparsed.append(i)
+    for j, i in enumerate(unparsed):
+        pos[i] = top + 1 + j if names[i] else -1  # the network level ("") first
+    return kind, pos
+
+
+def group_ids(*keys: np.ndarray) -> np.ndarray:
+    """0-based ids of the runs of equal keys in arrays already sorted by those keys."""
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for k in keys:
+        change[1:] |= k[1:] != k[:-1]
+    return np.cumsum(change) - 1
+
+
+def sustained(gid: np.ndarray, step: np.ndarray, hit: np.ndarray, value: np.ndarray,
+              window: int, majority: float) -> pd.DataFrame:
+    """Groups (sorted ``gid``, steps ascending) where ``hit`` holds for most of some window.
+
+    Returns one row per qualifying group: ``row`` (index of the group's first row), ``step`` (first
+    hit in the first qualifying window), ``lo``/``hi`` (that window's steps), ``value`` (median of
+    ``value`` over it), ``hits`` and ``span`` (hits and steps in it).
+    """
+    cols = ["row", "step", "lo", "hi", "value", "hits", "span"]
+    n = len(gid)
+    if n == 0:
+        return pd.DataFrame({c: np.zeros(0) for c in cols})
+    hit = hit.astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    grp = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    size = np.diff(np.r_[starts, n])
+    i = np.arange(n)
+    idx = i - starts[grp]
+    w_eff = np.minimum(window, size)[grp]
+    cum = np.cumsum(hit)
+    base = (cum[starts] - hit[starts])[grp]
+    before = np.where(idx >= window, cum[np.clip(i - window, 0, None)], base)
+    in_win = cum - before
+    qual = (idx + 1 >= w_eff) & (in_win > majority * w_eff)
+    qi = np.flatnonzero(qual)
+    if len(qi) == 0:
+        return pd.DataFrame({c: np.zeros(0) for c in cols})
+    g, first = np.unique(grp[qi], return_index=True)
+    hi = qi[first]
+    lo = hi - w_eff[hi] + 1
+    hp = np.flatnonzero(hit)
+    start = hp[np.searchsorted(hp, lo)]
+    lens = hi - lo + 1
+    rows = np.repeat(lo - np.r_[0, np.cumsum(lens)[:-1]], lens) + np.arange(lens.sum())
+    med = pd.Series(value[rows]).groupby(np.repeat(np.arange(len(g)), lens)).median().to_numpy()
+    return pd.DataFrame({"row": starts[g], "step": step[start], "lo": step[lo], "hi": step[hi],
+                         "value": med, "hits": in_win[hi], "span": w_eff[hi]})
+
+
+# -- the rules ---------------------------------------------------------------------------------
+# Each returns a list of plain dicts (raw findings): run (code), kind, rule, layer (code or -1),
+# layers (codes), step, value, op, threshold, plus evidence used in the message.
+
+
+def rule_ratio(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> list[dict]:
+    """``vanishing`` / ``exploding``: ‖∂L/∂y‖ of the first dense layer over the output dense layer."""
+    go = t.get("grad_out_norm")
+    if go is None:
+        return []
+    d = go.take(t.layer_kind[go.l] == "dense")
+    d = d.take(np.isfinite(d.v))
+    if len(d.r) == 0:
+        return []
+    pos = t.layer_pos[d.l]
+    df = pd.DataFrame({"r": d.r, "l": d.l, "step": d.step, "v": d.v, "pos": pos})
+    by_run = df.groupby("r")["pos"]
+    df["lo"], df["hi"] = by_run.transform("min").to_numpy(), by_run.transform("max").to_numpy()
+    df = df[df["lo"] < df["hi"]]  # needs two dense layers
+    last = df[df["pos"] == df["hi"]][["r", "step", "v"]].rename(columns={"v": "v_last"})
+    df = df.merge(last, on=["r", "step"], how="inner", sort=False)
+    df = df[df["v_last"] > 0]
+    df["rel"] = df["v"] / df["v_last"]
+    df = df.sort_values(["r", "l", "step"], kind="stable")
+    for kind in ("vanishing", "exploding"):
+        checked[kind][df["r"].unique()] = True
+    first = df[df["pos"] == df["lo"]]
+    last_layer = df[df["pos"] == df["hi"]].groupby("r")["l"].first()
+    n_dense = df.groupby("r")["l"].nunique()
+    gid_run = group_ids(first["r"].to_numpy())
+    gid_layer = group_ids(df["r"].to_numpy(), df["l"].to_numpy())
+    out: list[dict] = []
+    for kind, thr, below in (("vanishing", th.vanishing_ratio, True),
+                             ("exploding", th.exploding_ratio, False)):
+        ratio = first["rel"].to_numpy()
+        hit = ratio < thr if below else ratio > thr
+        found = sustained(gid_run, first["step"].to_numpy(), hit, ratio, th.window, th.majority)
+        if found.empty:
+            continue
+        rel = df["rel"].to_numpy()
+        lhit = (rel < thr) if below else (rel > thr)
+        per_layer = sustained(gid_layer, df["step"].to_numpy(), lhit, rel, th.window, th.majority)
+        aff = df.iloc[per_layer["row"].to_numpy()][["r", "l", "pos"]].sort_values(["r", "pos"])
+        affected = aff.groupby("r")["l"].agg(list)
+        for f in found.itertuples():
+            r = int(first["r"].iat[f.row])
+            out.append({
+                "r": r, "kind": kind, "rule": f"{kind}_ratio", "l": -1,
+                "layers": affected.get(r, []), "step": int(f.step), "value": float(f.value),
+                "op": "<" if below else ">", "threshold": thr, "hits": int(f.hits), "span": int(f.span),
+                "lo": int(f.lo), "hi": int(f.hi), "first": int(first["l"].iat[f.row]),
+                "last": int(last_layer[r]), "n_dense": int(n_dense[r]),
+            })
+    return out
+
+
+def rule_growth(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> list[dict]:
+    """``exploding``: the global gradient norm grows ``growth_factor``-fold within ``window`` steps."""
+    g = t.get("grad_norm_total")
+    if g is None:
+        return []
+    g = g.take(np.isfinite(g.v) & (g.v > 0))
+    if len(g.r) == 0:
+        return []
+    checked["exploding"][np.unique(g.r)] = True
+    gid = group_ids(g.r)
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    idx = np.arange(len(gid)) - starts[gid]
+    logv = np.log(g.v)
+    best = np.full(len(gid), -np.inf)
+    back = np.zeros(len(gid), dtype=np.int64)
+    for k in range(1, th.window + 1):
+        ok = idx >= k
+        d = np.full(len(gid), -np.inf)
+        d[ok] = logv[ok] - logv[np.flatnonzero(ok) - k]
+        better = d > best
+        best[better], back[better] = d[better], k
+    hits = np.flatnonzero(best >= math.log(th.growth_factor))
+    out: list[dict] = []
+    if len(hits) == 0:
+        return out
+    _, first = np.unique(gid[hits], return_index=True)
+    for i in hits[first]:
+        j = i - back[i]
+        out.append({
+            "r": int(g.r[i]), "kind": "exploding", "rule": "exploding_growth", "l": -1, "layers": [],
+            "step": int(g.step[j]), "value": float(math.exp(best[i])), "op": "≥",
+            "threshold": th.growth_factor, "g0": float(g.v[j]), "g1": float(g.v[i]),
+            "s0": int(g.step[j]), "s1": int(g.step[i]), "k": int(back[i]),
+        })
+    return out
+
+
+def rule_layerwise(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> list[dict]:
+    """``saturation``, ``dead_units`` and ``update_ratio``: one finding per affected layer."""
+    out: list[dict] = []
+    specs: list[tuple[str, str, Rows, float, str]] = []
+    sat = t.get("saturation")
+    if sat is not None:
+        specs.append(("saturation", "saturation", sat, th.saturation, "≥"))
+    dead = t.get("dead")
+    if dead is not None:
+        specs.append(("dead_units", "dead_units", dead, th.dead_frac, "≥"))
+    upd = t.get("update_ratio")
+    if upd is not None:
+        specs.append(("update_ratio", "update_ratio_low", upd, th.update_ratio_low, "<"))
+        specs.append(("update_ratio", "update_ratio_high", upd, th.update_ratio_high, ">"))
+    for kind, rule, rows, thr, op in specs:
+        rows = rows.take(np.isfinite(rows.v))
+        if len(rows.r) == 0:
+            continue
+        checked[kind][np.unique(rows.r)] = True
+        hit = rows.v < thr if op == "<" else rows.v > thr if op == ">" else rows.v >= thr
+        gid = group_ids(rows.r, rows.l)
+        found = sustained(gid, rows.step, hit, rows.v, th.window, th.majority)
+        for f in found.itertuples():
+            r, l = int(rows.r[f.row]), int(rows.l[f.row])
+            out.append({
+                "r": r, "kind": kind, "rule": rule, "l": l, "layers": [l], "step": int(f.step),
+                "value": float(f.value), "op": op, "threshold": thr, "hits": int(f.hits),
+                "span": int(f.span), "lo": int(f.lo), "hi": int(f.hi),
+                "windowed": bool(rows.flag[f.row]) if rows.flag is not None else False,
+            })
+    return out
+
+
+def rule_diverged(t: Table, runs: pd.DataFrame | None, code: Mapping[str, int],
+                  checked: Mapping[str, np.ndarray]) -> list[dict]:
+    """``diverged``: the first step with a non-finite value, and the layer where it started.
+
+    From the runs table (``diverged_step``/``diverged_layer``, recorded by the loop as it happened)
+    when given. From the metrics alone: the lowest step with ``nonfinite > 0`` (or a non-finite
+    loss or global gradient norm); its layer is the earliest in *forward* order whose output was
+    non-finite or whose Σy² overflowed (no finite ``act_std`` at that step), else — the forward pass
+    being finite — the layer nearest the output with a non-finite or overflowing gradient (the first
+    the backward pass reached), else "" (the loss). This mirrors the monitor's own rule.
+    """
+    events: dict[int, dict] = {}
+    for name in ("nonfinite", "loss", "grad_norm_total"):
+        if name in t.present:
+            checked["diverged"] |= t.present[name]
+        rows = t.get(name)
+        if rows is None:
+            continue
+        bad = rows.v > 0 if name == "nonfinite" else ~np.isfinite(rows.v)
+        for r, s in pd.Series(rows.step[bad]).groupby(rows.r[bad]).min().items():
+            if int(r) not in events or s < events[int(r)]["step"]:
+                events[int(r)] = {"step": int(s), "source": "metrics"}
+    if runs is not None and "run" in runs.columns:
+        has_step = "diverged_step" in runs.columns
+        for _, row in runs.iterrows():
+            r = code.get(str(row["run"]))
+            if r is None:
+                continue
+            step = row["diverged_step"] if has_step else pd.NA
+            status = row.get("status", "")
+            if pd.isna(step) and not (isinstance(status, str) and status == "diverged"):
+                continue
+            checked["diverged"][r] = True
+            ev = events.setdefault(r, {"step": None, "source": "runs"})
+            if not pd.isna(step):
+                ev["step"], ev["source"] = int(step), "runs"
+            layer = row.get("diverged_layer", pd.NA)
+            if isinstance(layer, str) and not pd.isna(layer):
+                ev["layer_name"] = layer
+    out: list[dict] = []
+    if not events:
+        return out
+    # Only the rows at each run's divergence step matter: look those up, not whole columns.
+    big = np.int64(1) << 32
+    keys = np.array([r * big + (ev["step"] if ev["step"] is not None else -1) for r, ev in events.items()])
+    at = {m: t.at(m, keys) for m in ("nonfinite", "act_std", "grad_in_norm", "grad_norm")}
+    has_std = t.present.get("act_std", np.zeros(len(t.runs), dtype=bool))
+    empty = Rows(*(np.zeros(0, dtype=np.int64),) * 3, np.zeros(0))
+
+    def rows_at(metric: str, r: int, s: int) -> Rows:
+        x = at[metric] if at[metric] is not None else empty
+        return x.take((x.r == r) & (x.step == s))
+
+    for r, ev in events.items():
+        s = ev["step"]
+        nfr = rows_at("nonfinite", r, s) if s is not None else empty
+        cand, counts = nfr.l, nfr.v
+        if "layer_name" in ev:
+            name = ev["layer_name"]
+        else:
+            # The monitor's rule: a layer's output is bad when it holds a non-finite entry or its
+            # Σy² overflows — exactly when act_std is non-finite (or dropped as NaN).
+            std = rows_at("act_std", r, s) if s is not None else empty
+            fwd = ~np.isin(cand, std.l[np.isfinite(std.v)]) if has_std[r] else np.zeros(len(cand), bool)
+            grads = [rows_at(m, r, s) for m in ("grad_in_norm", "grad_norm")] if s is not None else []
+            overflow = np.concatenate([g.l[~np.isfinite(g.v)] for g in grads] + [np.zeros(0, np.int64)])
+            bwd = (counts > 0) | np.isin(cand, overflow)
+            if fwd.any():
+                name = str(t.layer_names[cand[np.argmin(np.where(fwd, t.layer_pos[cand], np.inf))]])
+            elif bwd.any():  # the backward pass runs from the output: the first it reached
+                name = str(t.layer_names[cand[np.argmax(np.where(bwd, t.layer_pos[cand], -1))]])
+            else:
+                name = ""
+        value = math.nan
+        if name and len(cand):
+            hit = [c for c, n in zip(counts, t.layer_names[cand], strict=True) if n == name]
+            value = float(hit[0]) if hit else math.nan
+        out.append({"r": r, "kind": "diverged", "rule": "diverged", "l": -1, "layer_name": name,
+                    "layers": [], "step": s, "value": value, "op": ">", "threshold": 0.0,
+                    "source": ev["source"]})
+    return out
