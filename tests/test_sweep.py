@@ -1,0 +1,188 @@
+"""Sweep files: grid expansion, pairing, exclusion, seeds, order, and every validation error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gradlab.config import Config
+from gradlab.sweep import Sweep, SweepError, load_sweep, parse_sweep
+
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+
+
+def configs(text: str) -> list[Config]:
+    return parse_sweep(text, "s.toml").configs()
+
+
+def test_grid_is_a_cartesian_product_last_axis_fastest():
+    cs = configs('[base]\nsteps = 3\n[grid]\ndepth = [2, 4, 8]\nactivation = ["tanh", "relu"]\n')
+    assert [(c.depth, c.activation) for c in cs] == [
+        (2, "tanh"),
+        (2, "relu"),
+        (4, "tanh"),
+        (4, "relu"),
+        (8, "tanh"),
+        (8, "relu"),
+    ]
+    assert all(c.steps == 3 for c in cs)
+
+
+def test_no_grid_no_variant_is_one_run_of_base():
+    assert configs("[base]\ndepth = 7\n") == [Config(depth=7)]
+    assert configs("") == [Config()]
+
+
+def test_variants_pair_values_and_cross_the_grid_keeping_names():
+    text = """
+[grid]
+depth = [5, 50]
+[[variant]]
+name = "sigmoid"
+activation = "sigmoid"
+init = "standard"
+[[variant]]
+name = "relu+he"
+activation = "relu"
+init = "he_normal"
+"""
+    cs = configs(text)
+    assert [(c.name, c.activation, c.init, c.depth) for c in cs] == [
+        ("sigmoid", "sigmoid", "standard", 5),
+        ("sigmoid", "sigmoid", "standard", 50),
+        ("relu+he", "relu", "he_normal", 5),
+        ("relu+he", "relu", "he_normal", 50),
+    ]
+
+
+def test_variant_and_grid_override_base():
+    cs = configs(
+        '[base]\ndepth = 3\nactivation = "tanh"\n[grid]\ndepth = [4]\n[[variant]]\nactivation = "relu"\n'
+    )
+    assert [(c.depth, c.activation) for c in cs] == [(4, "relu")]
+
+
+def test_exclude_drops_every_matching_combination_only():
+    text = """
+[grid]
+depth = [5, 50]
+activation = ["tanh", "relu"]
+batch_norm = [false, true]
+[[exclude]]
+depth = 50
+batch_norm = true
+[[exclude]]
+activation = "relu"
+depth = 5
+"""
+    cs = configs(text)
+    got = {(c.depth, c.activation, c.batch_norm) for c in cs}
+    assert len(cs) == 8 - 2 - 2
+    assert got == {(5, "tanh", False), (5, "tanh", True), (50, "tanh", False), (50, "relu", False)}
+
+
+def test_exclude_int_value_matches_float_field():
+    cs = configs("[grid]\nlr = [0.5, 1.0]\n[[exclude]]\nlr = 1\n")
+    assert [c.lr for c in cs] == [0.5]
+
+
+def test_seeds_replicate_every_arm_innermost():
+    text = (
+        '[sweep]\nseeds = [0, 1, 2]\n[grid]\nactivation = ["tanh", "relu"]\n'
+        '[[variant]]\nname = "a"\n[[variant]]\nname = "b"\n'
+    )
+    cs = configs(text)
+    assert len(cs) == 2 * 2 * 3
+    assert [(c.name, c.activation, c.seed) for c in cs[:4]] == [
+        ("a", "tanh", 0),
+        ("a", "tanh", 1),
+        ("a", "tanh", 2),
+        ("a", "relu", 0),
+    ]
+    assert len({c.key() for c in cs}) == 12
+
+
+def test_order_and_keys_are_deterministic(tmp_path):
+    text = '[sweep]\nseeds = [3, 1]\n[grid]\ndepth = [9, 2]\n[[variant]]\nname = "x"\n'
+    assert [c.key() for c in configs(text)] == [c.key() for c in configs(text)]
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    sweep = load_sweep(p)
+    assert isinstance(sweep, Sweep)
+    assert sweep.source == text and sweep.path == str(p)
+    assert [(c.depth, c.seed) for c in sweep.configs()] == [(9, 3), (9, 1), (2, 3), (2, 1)]
+
+
+def test_sweep_metadata():
+    s = parse_sweep('[sweep]\nname = "n"\ndescription = "d"\n')
+    assert (s.name, s.description, s.seeds) == ("n", "d", None)
+
+
+BAD = [
+    # (TOML, fragments the one-line message must contain)
+    ("[base]\ndpeth = 5\n", ["unknown key 'dpeth'", "[base]", "did you mean 'depth'"]),
+    ("[grid]\nactivaton = ['tanh']\n", ["unknown key 'activaton'", "[grid]", "'activation'"]),
+    ("[[variant]]\nbatchnorm = true\n", ["'batchnorm'", "[[variant]] 1", "'batch_norm'"]),
+    ("[grid]\ndepth=[1]\n[[exclude]]\ndeph = 1\n", ["'deph'", "[[exclude]] 1", "'depth'"]),
+    ("[sweep]\nseed = [1]\n", ["unknown key 'seed'", "[sweep]", "'seeds'"]),
+    ("[gird]\ndepth = [1]\n", ["unknown top-level table 'gird'", "did you mean 'grid'"]),
+    ("depth = 5\n", ["unknown top-level key 'depth'", "put Config fields in [base]"]),
+    ("[variants]\nx = 1\n", ["'variants'", "did you mean 'variant'"]),
+    ("[grid]\ndepth = ['ten']\n", ["[grid]", "depth='ten'", "must be an integer"]),
+    ("[base]\nbatch_norm = 1\n", ["[base]", "batch_norm=1", "true or false"]),
+    ("[grid]\nactivation = ['tanh', 'tahn']\n", ["[grid]", "activation='tahn'", "allowed: sigmoid, tanh"]),
+    ("[[variant]]\ninit = 'he'\n", ["[[variant]] 1", "init='he'", "allowed:"]),
+    ("[base]\nlr = -1.0\n", ["in [base]", "lr=-1.0", "> 0"]),
+    ("[grid]\nwidth = [64, 0]\n", ["in [grid]", "width=0", ">= 1"]),
+    ("[grid]\ndepth = []\n", ["[grid] axis 'depth' is empty"]),
+    ("[grid]\ndepth = 5\n", ["[grid] depth=5 must be a list", "depth = [5]"]),
+    ("grid = [1]\n", ["'grid' must be a table"]),
+    ("[variant]\ndepth = 1\n", ["'variant' must be a list of tables", "[[variant]]"]),
+    ("[grid]\ndepth = [1]\n[[variant]]\ndepth = 2\n", ["[[variant]] 1", "'depth' is also a [grid] axis"]),
+    ("[sweep]\nseeds = [0]\n[base]\nseed = 1\n", ["seed is set in [base] and by [sweep] seeds"]),
+    ("[sweep]\nseeds = []\n", ["seeds=[]", "non-empty list"]),
+    ("[sweep]\nseeds = [0, 0]\n", ["repeated seed"]),
+    ("[sweep]\nseeds = [-1]\n", ["seeds=[-1]", ">= 0"]),
+    ("[sweep]\nname = 3\n", ["[sweep] name=3 must be a string"]),
+    ("[grid]\ndepth = [1, 2]\n[[exclude]]\ndepth = 3\n", ["[[exclude]] 1", "matches no run"]),
+    ("[grid]\ndepth = [1]\n[[exclude]]\ndepth = 1\n", ["every combination is excluded"]),
+    ("[[exclude]]\n", ["[[exclude]] 1 is empty"]),
+    ("[grid]\ndepth = [2, 2]\n", ["runs 1 and 2 are the same config", "depth=2"]),
+    ("[grid]\nbatch_norm = [true]\nlayer_norm = [true]\n", ["batch_norm and layer_norm"]),
+    (
+        "[base]\ndataset = 'digits'\n[grid]\nn_samples = [200, 5000]\n",
+        ["[grid]", "n_samples=5000", "<= 1797"],
+    ),
+    ("[grid]\nn_samples = [64, 1000]\n", ["run 1 (n_samples=64)", "batch_size=128 must be <= n_samples=64"]),
+    ("[base\ndepth = 1\n", ["not valid TOML"]),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), BAD, ids=[b[1][0][:40] for b in BAD])
+def test_every_validation_error_is_one_clear_line(text, fragments):
+    with pytest.raises(SweepError) as err:
+        parse_sweep(text, "bad.toml")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("bad.toml")
+    for f in fragments:
+        assert f in msg, msg
+
+
+def test_missing_file_is_a_sweep_error(tmp_path):
+    with pytest.raises(SweepError, match="cannot read sweep file"):
+        load_sweep(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
+def test_curated_experiments_are_valid_and_commented(path):
+    sweep = load_sweep(path)
+    assert sweep.configs()
+    assert path.read_text().startswith("#"), "each experiment starts with a comment saying what it shows"
+
+
+def test_quick_is_small():
+    cs = load_sweep(Path(__file__).parent.parent / "experiments" / "quick.toml").configs()
+    assert 8 <= len(cs) <= 16
+    assert all(c.steps <= 200 for c in cs)
