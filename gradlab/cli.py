@@ -1,18 +1,41 @@
-"""``gradlab`` command line: parses arguments and calls one library function per subcommand."""
+"""``gradlab`` command line: parses arguments and calls one library function per subcommand.
+
+Adding a subcommand = one ``_name(args) -> int`` function plus one parser block in :func:`build_parser`.
+Bad input (a ``ValueError`` such as ConfigError or SweepError, or an argparse error) exits with code 2
+and one line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import time
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-import numpy as np
+if TYPE_CHECKING:
+    import pandas as pd
 
-from gradlab.losses import softmax_cross_entropy
-from gradlab.network import mlp
+    from gradlab.runner import Progress
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# -- demo -----------------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gradlab.losses import softmax_cross_entropy
+    from gradlab.network import mlp
+
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((args.batch, 16))
     y = rng.integers(0, 4, args.batch)
@@ -27,23 +50,241 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- run ------------------------------------------------------------------------------------------------
+def parse_set(item: str) -> tuple[str, Any]:
+    """``key=value`` → (key, value): the value is a TOML literal; string fields also take bare words."""
+    from gradlab.config import FIELDS, ConfigError, _type_name, closest_key
+
+    key, sep, raw = item.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r} must look like key=value, e.g. --set depth=20")
+    if key not in FIELDS:
+        raise ConfigError(f"--set: unknown key {key!r}: {closest_key(key, FIELDS)}")
+    kind = FIELDS[key].type
+    if kind == "bool" and raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if kind == "str" or kind.startswith("tuple"):
+            return key, raw
+        raise ConfigError(f"--set {key}={raw!r} must be {_type_name(kind)}") from None
+    if kind == "str" and not isinstance(value, str):
+        return key, raw  # e.g. --set name=1
+    return key, value
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    from gradlab.config import ConfigError
+    from gradlab.sweep import TABLES
+
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    tables = [k for k, v in doc.items() if isinstance(v, (dict, list)) and k in TABLES]
+    if tables:
+        raise ConfigError(
+            f"{path} has a [{tables[0]}] table: it is a sweep file, run it with 'gradlab sweep'"
+        )
+    return doc
+
+
+def _layer_summary(metrics: pd.DataFrame, metric: str = "grad_out_norm") -> list[str]:
+    """Per dense layer: ``metric`` at the first and last recorded step, and their ratio."""
+    rows = metrics[(metrics["metric"] == metric) & metrics["layer"].str.startswith("dense_")]
+    if rows.empty:
+        return [f"  (no {metric} recorded)"]
+    first, last = int(rows["step"].min()), int(rows["step"].max())
+    table = rows[rows["step"].isin([first, last])].pivot_table(index="layer", columns="step", values="value")
+    order = sorted(table.index, key=lambda name: int(name.rsplit("_", 1)[1]))
+    lines = [f"  {'layer':<10} {'step ' + str(first):>11} {'step ' + str(last):>11} {'last/first':>11}"]
+    for layer in order:
+        a = table.loc[layer].get(first, float("nan"))
+        b = table.loc[layer].get(last, float("nan"))
+        ratio = b / a if a else float("nan")
+        lines.append(f"  {layer:<10} {a:>11.3e} {b:>11.3e} {ratio:>11.3g}")
+    return lines
+
+
+def _run(args: argparse.Namespace) -> int:
+    import io
+
+    import pandas as pd
+
+    from gradlab.config import Config, from_dict
+    from gradlab.runner import execute, run_sweep
+    from gradlab.store import load_results, read_manifest
+
+    values = _read_config_file(args.config) if args.config else {}
+    values.update(parse_set(item) for item in args.set)
+    config = from_dict(values)
+    run_id = config.key()
+    if args.out:
+        run_sweep([config], args.out, jobs=0)
+        manifest = read_manifest(args.out, run_id) or {}
+        metrics = load_results(args.out)[1] if manifest.get("status") != "failed" else None
+    else:
+        payload = execute(config, run_id)
+        manifest = payload["manifest"]
+        metrics = pd.read_parquet(io.BytesIO(payload["metrics"])) if payload["metrics"] else None
+
+    default = Config().to_dict()
+    changed = " ".join(f"{k}={v!r}" for k, v in config.to_dict().items() if v != default[k])
+    print(f"run {run_id}  {changed or '(defaults)'}")
+    status = manifest["status"]
+    if status == "failed" or metrics is None:
+        print(f"status failed: {manifest.get('error') or 'no metrics'}", file=sys.stderr)
+        return 1
+    where = f" at step {manifest['diverged_step']} in {manifest['diverged_layer'] or 'the loss'}"
+    print(
+        f"status {status}{where if status == 'diverged' else ''}, {manifest['steps_done']} steps, "
+        f"final loss {float(manifest['final_loss']):.4g}, {manifest['wall_time_s']:.2f} s"
+    )
+    print("‖∂L/∂y‖ at each dense layer's output (grad_out_norm):")
+    print("\n".join(_layer_summary(metrics)))
+    if args.out:
+        print(f"results in {args.out} (gradlab.load_results)")
+    return 0
+
+
+# -- sweep ----------------------------------------------------------------------------------------------
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class ProgressLine:
+    """Sweep progress: one updating line on a terminal, else one quiet log line per run."""
+
+    def __init__(self, stream: TextIO, tty: bool | None = None, header: str = "") -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.header = header  # printed on the start event, once the sweep has really started
+        self._shown = False
+
+    def __call__(self, p: Progress) -> None:
+        """Show one progress event."""
+        if not p.run and self.header:
+            skipped = f", {p.skipped} already finished" if p.skipped else ""
+            self.stream.write(f"gradlab: {self.header}: {p.total} runs{skipped}\n")
+        if self.tty:
+            width = shutil.get_terminal_size((80, 20)).columns
+            bar_w = 24
+            fill = int(bar_w * p.done / p.total) if p.total else bar_w
+            text = (
+                f"[{'#' * fill}{'.' * (bar_w - fill)}] {p.done}/{p.total} runs"
+                f" | {p.failed} failed | {_clock(p.elapsed_s)} elapsed | ETA {_clock(p.eta_s)}"
+            )
+            self.stream.write("\r" + text[: width - 1] + "\x1b[K")
+            self._shown = True
+        elif p.run:
+            line = f"gradlab: [{p.done}/{p.total}] {p.status:<8} {p.run} {p.name} ({p.wall_time_s:.1f} s)"
+            self.stream.write(line.rstrip() + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the updating line."""
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from gradlab.runner import default_jobs, run_sweep
+    from gradlab.sweep import load_sweep
+
+    sweep = load_sweep(args.file)
+    if args.scheduler and args.jobs is not None:
+        raise ValueError("give --jobs or --scheduler, not both")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
+    where = (
+        f"Dask scheduler {args.scheduler}"
+        if args.scheduler
+        else f"up to {args.jobs or default_jobs()} worker processes"
+    )
+    if args.jobs == 0:
+        where = "this process"
+    line = ProgressLine(sys.stderr, header=f"sweep {sweep.name or args.file} -> {out} ({where})")
+    t0 = time.perf_counter()
+    try:
+        s = run_sweep(sweep, out, jobs=args.jobs, scheduler=args.scheduler, progress=line)
+    finally:
+        line.close()
+    print(
+        f"gradlab: done in {_clock(time.perf_counter() - t0)}: {s.ok} ok, {s.diverged} diverged, "
+        f"{s.failed} failed ({s.skipped} already finished); results in {out} (gradlab.load_results)",
+        file=sys.stderr,
+    )
+    for run in s.failed_runs:
+        err = s.runs.loc[s.runs["run"] == run, "error"].iloc[0]
+        last = str(err).strip().splitlines()[-1] if isinstance(err, str) and err.strip() else "no traceback"
+        print(f"gradlab: failed {run}: {last} (see {out}/runs/{run}/manifest.json)", file=sys.stderr)
+    if s.failed:
+        print("gradlab: rerun the same command to retry the failed runs", file=sys.stderr)
+    return 1 if s.failed else 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="gradlab", description=__doc__)
+    parser = _Parser(prog="gradlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="print per-layer gradient norms of a deep sigmoid and ReLU net")
     demo.add_argument("--depth", type=int, default=20)
     demo.add_argument("--batch", type=int, default=128)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    run = sub.add_parser("run", help="train one config and print its per-layer gradient summary")
+    run.add_argument("--config", metavar="FILE.toml", help="TOML file of Config fields (key = value)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='override one field; VALUE is a TOML literal (depth=20, activation="sigmoid" or sigmoid)',
+    )
+    run.add_argument("--out", metavar="DIR", help="also store the run as a results folder in DIR")
+    run.set_defaults(func=_run)
+
+    sweep = sub.add_parser("sweep", help="run a TOML sweep into a results folder (resumable)")
+    sweep.add_argument("file", metavar="FILE", help="sweep file, e.g. experiments/quick.toml")
+    sweep.add_argument("--out", metavar="DIR", help="results folder (default: runs/<FILE's stem>)")
+    sweep.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: all cores; 0 = in this process)",
+    )
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)")
+    sweep.set_defaults(func=_sweep)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except ValueError as exc:
-        print(f"gradlab: error: {exc}", file=sys.stderr)
+        print(f"gradlab: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"gradlab: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "gradlab: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr
+        )
+        return 130
