@@ -204,3 +204,19 @@ def suptitle(fig: Figure, text: str) -> None:
 
     chars = int(fig.get_figwidth() * 100 / 8.5)  # ~8.5 px per character at the default 12 pt
     fig.suptitle("\n".join(textwrap.wrap(text, chars)) if text else text)
+
+
+def integer_x(ax: Any) -> None:
+    """Integer ticks on the x axis (steps and layer indices are counts)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def robust_log_limits(values: np.ndarray) -> tuple[float, float] | None:
+    """Log-axis limits with a margin around the finite positive ``values`` (None if there are none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return None
+    return float(v.min()) / 1.5, float(v.max()) * 1.5

@@ -17,6 +17,7 @@ from gradlab.plots_common import (
     colors_for,
     dense_index,
     empty_note,
+    integer_x,
     layer_kind,
     layer_position,
     legend_below,
@@ -89,6 +90,7 @@ def gradient_flow_series(
     index = dense_index(df["layer"].unique())
     df = df[df["layer"].isin(list(index))].assign(layer_index=lambda d: d["layer"].map(index))
     arms = run_arms(runs, df["run"].unique())
+    df = _before_divergence(df, runs)
     early = max(1, round(0.1 * int(df["step"].max())))
     steps_by_run = {r: np.unique(g["step"].to_numpy()) for r, g in df.groupby("run")}
     parts = []
@@ -111,6 +113,16 @@ def gradient_flow_series(
     agg = agg.sort_values(["panel", "_m", "kind", "_a", "layer_index"], kind="stable")
     agg = agg.astype({"value": float, "lo": float, "hi": float, "layer_index": np.int64, "n_runs": np.int64})
     return agg[cols].reset_index(drop=True)
+
+
+def _before_divergence(df: pd.DataFrame, runs: pd.DataFrame | None) -> pd.DataFrame:
+    """Drop each diverged run's steps from its divergence on (norms there are overflow, not signal)."""
+    if runs is None or "diverged_step" not in runs or df.empty:
+        return df
+    dstep = runs.assign(run=runs["run"].astype(str)).set_index("run")["diverged_step"]
+    cut = df["run"].map(dstep.dropna().astype(np.int64)).fillna(np.iinfo(np.int64).max)
+    keep = (df["step"] < cut) | (cut <= df.groupby("run")["step"].transform("min"))
+    return df[keep]
 
 
 def _predicted_rows(predicted: pd.DataFrame, measured: pd.DataFrame, arms: pd.Series,
@@ -177,6 +189,7 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
                 ax.set_ylabel(METRIC_AXIS.get(metric, metric))
             if i == len(metrics) - 1:
                 ax.set_xlabel("dense layer index (0 = input)")
+            integer_x(ax)
             if sub.empty:
                 empty_note(ax)
     if "mean-field prediction (dashed)" in handles:
@@ -242,6 +255,7 @@ def plot_heatmap(series: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: st
         ticks = np.arange(0, len(mat.index), every)
         ax.set_yticks(ticks, [mat.index[t] for t in ticks], fontsize=7)
         ax.set_xlabel("step")
+        integer_x(ax)
         ax.set_title(name or METRIC_AXIS.get(metric, metric), fontsize=10)
     if title:
         suptitle(fig, title)
@@ -294,6 +308,7 @@ def plot_saturation(series: pd.DataFrame, *, max_panels: int = 6,
         if k % ncols == 0:
             ax.set_ylabel("fraction")
         ax.set_xlabel("step")
+        integer_x(ax)
     cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes[:, -1].tolist(), shrink=0.8,
                       ticks=[0, 1])
     cb.ax.set_yticklabels(["input", "output"])

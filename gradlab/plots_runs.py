@@ -17,11 +17,13 @@ from gradlab.plots_common import (
     dense_index,
     empty_note,
     format_value,
+    integer_x,
     legend_below,
     log_y,
     metric_rows,
     natural_key,
     new_figure,
+    robust_log_limits,
     run_arms,
     select_runs,
     suptitle,
@@ -121,18 +123,31 @@ def plot_training_curves(series: Mapping[str, pd.DataFrame], *, colors: Mapping[
             handles.setdefault(arm, line)
         marks = diverged[diverged["metric"] == m] if len(diverged) else diverged
         top = blended_transform_factory(ax.transData, ax.transAxes)
+        lims = None
+        if m == "loss" and (sub["value"] > 0).any():
+            log_y(ax)
+            # The healthy runs set the scale; a diverged run's overflow would flatten them to a line.
+            calm = sub[~sub["run"].isin(set(marks["run"]))]
+            lims = robust_log_limits(calm["value"].to_numpy()) if len(calm) else None
+            if lims:
+                ax.set_ylim(*lims)
+            lo, hi = ax.get_ylim()
+            if hi / lo < 100:  # under two decades the major ticks alone leave the axis unlabelled
+                from matplotlib.ticker import LogFormatter, LogLocator
+
+                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
+                ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         for r in marks.itertuples(index=False):
-            if np.isfinite(r.value):
+            if np.isfinite(r.value) and (lims is None or r.value <= lims[1]):
                 ax.plot([r.step], [r.value], "x", ms=9, mew=2.2, color=colors.get(r.arm, "k"))
             else:
                 ax.plot([r.step], [0.97], "x", ms=9, mew=2.2, color=colors.get(r.arm, "k"), transform=top)
         if len(marks):
             handles["diverged (×)"] = Line2D([], [], ls="", marker="x", ms=8, mew=2, color="0.2")
-        if m == "loss" and (sub["value"] > 0).any():
-            log_y(ax)
         if m == "accuracy":
             ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("step")
+        integer_x(ax)
         ax.set_ylabel(m)
         ax.grid(True, alpha=0.3)
         if sub.empty:
@@ -202,8 +217,11 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
     finite = mat[np.isfinite(mat)]
     span = max(1.0, float(np.abs(finite - center).max())) if len(finite) else 1.0
     cmap = colormaps["RdBu_r"].with_extremes(bad="0.88")
-    width = min(9.0, 2.6 + 1.15 * len(cvals))
-    fig, axes = new_figure(1, 1, width=width, height=min(9.0, 1.6 + 0.55 * len(rvals)))
+    rlabels = ["\n".join(textwrap.wrap(format_value(r), 44)) for r in rvals]
+    longest = max((len(line) for lab in rlabels for line in lab.splitlines()), default=4)
+    width = min(9.0, 2.9 + 1.15 * len(cvals) + 0.075 * longest)
+    fig, axes = new_figure(1, 1, width=width, height=min(9.0, 1.8 + 0.55 * len(rvals) * max(
+        1, max(lab.count("\n") + 1 for lab in rlabels) * 0.7)))
     ax = axes[0, 0]
     norm = TwoSlopeNorm(center, center - span, center + span)
     im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap, norm=norm, aspect="auto")
@@ -223,12 +241,14 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
         ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize=8,
                 color="white" if dark else "black", fontweight="bold" if bad else "normal")
     ax.set_xticks(range(len(cvals)), [format_value(c) for c in cvals])
-    ax.set_yticks(range(len(rvals)), [format_value(r) for r in rvals])
+    if cvals == [""]:
+        ax.set_xticks([])
+    ax.set_yticks(range(len(rvals)), rlabels, fontsize=9 if longest < 30 else 8)
     ax.set_xlabel(series.attrs.get("cols", ""))
     ax.set_ylabel(series.attrs.get("rows", ""))
     label = series.attrs.get("label", "value")
     fig.colorbar(im, ax=ax, label="\n".join(textwrap.wrap(label, 34)))
-    ax.set_title(title or "Sweep: " + label, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title or "Sweep: " + label, int(width * 12))), fontsize=10)
     return fig
 
 
@@ -236,7 +256,7 @@ def clipping_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = None, *,
                     run_ids: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """Pre/post-clip global gradient norm per step and how often clipping fired.
 
-    Returns ``{"norms": run, arm, step, pre, post; "fired": arm, fraction, n_runs}``.
+    Returns ``{"norms": run, arm, step, pre, post, diverged; "fired": arm, fraction, n_runs}``.
     """
     df = select_runs(metric_rows(metrics, ("grad_norm_total", "grad_norm_clipped", "clipped")), run_ids)
     df = df[df["layer"] == ""]
@@ -246,9 +266,13 @@ def clipping_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = None, *,
         if c not in wide:
             wide[c] = np.nan
     wide = wide.assign(arm=wide["run"].map(arms))
+    diverged: set[str] = set()
+    if runs is not None and "status" in runs:
+        diverged = set(runs.loc[runs["status"].astype(str) == "diverged", "run"].astype(str))
+    wide["diverged"] = wide["run"].isin(diverged)
     norms = wide.rename(columns={"grad_norm_total": "pre", "grad_norm_clipped": "post"})
     norms = norms.assign(_a=norms["arm"].map(natural_key)).sort_values(["_a", "run", "step"])
-    norms = norms[["run", "arm", "step", "pre", "post"]].reset_index(drop=True)
+    norms = norms[["run", "arm", "step", "pre", "post", "diverged"]].reset_index(drop=True)
     per_run = wide.groupby(["arm", "run"])["clipped"].mean().reset_index()
     fired = per_run.groupby("arm", as_index=False).agg(fraction=("clipped", "mean"),
                                                         n_runs=("run", "nunique"))
@@ -270,7 +294,12 @@ def plot_clipping(series: Mapping[str, pd.DataFrame], *, colors: Mapping[str, An
         ax.plot(g["step"], g["pre"], lw=1.2, color=colors[arm])
         ax.plot(g["step"], g["post"], "--", lw=1.2, color=colors[arm])
     log_y(ax)
+    calm = norms[~norms["diverged"]] if "diverged" in norms else norms
+    lims = robust_log_limits(calm[["pre", "post"]].to_numpy().ravel()) if len(calm) else None
+    if lims:
+        ax.set_ylim(*lims)
     ax.set_xlabel("step")
+    integer_x(ax)
     ax.set_ylabel("global ‖∂L/∂θ‖")
     ax.grid(True, alpha=0.3)
     ax.set_title("norm before (solid) and after (dashed) clipping", fontsize=9)

@@ -38,7 +38,11 @@ MAX_ARMS_PER_CHART = 12
 """More arms than this in one chart stop being readable: the report moves them to group sections."""
 FEW_ARMS = 3
 """With at most this many arms, every arm gets its own section; above it, arms are grouped by an axis."""
-KIND_ORDER = ("diverged", "exploding", "vanishing", "dead_units", "saturation", "update_ratio")
+KIND_ORDER = ("diverged", "failed", "exploding", "vanishing", "saturation", "dead_units", "update_ratio",
+              "no_data", "healthy")
+"""Finding kinds, most serious first (as ``gradlab.diagnose.KINDS``)."""
+INFO_KINDS = ("healthy", "no_data")
+"""Kinds that report a state, not a problem: shown as verdicts, not listed as findings."""
 NONE = "—"
 
 
@@ -178,7 +182,9 @@ class _Report:
 
     def verdict_html(self, run: str) -> str:
         if run in self.verdicts.index:
-            return f'<span class="verdict">{esc(self.verdicts[run])}</span>'
+            v = str(self.verdicts[run])
+            cls = "verdict" if v not in INFO_KINDS else f"verdict {v}"
+            return f'<span class="{cls}">{esc(v)}</span>'
         if self.findings is not None and self.status.get(run) != "failed":
             return '<span class="verdict none">no finding</span>'
         return f'<span class="verdict none">{NONE}</span>'
@@ -256,6 +262,8 @@ class _Report:
     def representative(self, arms: Sequence[str]) -> str | None:
         """The run with the most extreme first/last gradient ratio among ``arms`` (first seed per arm)."""
         ids = [r for r in self.runs_of(arms) if self.status.get(r) != "failed"]
+        ok = [r for r in ids if self.status.get(r) == "ok"]
+        ids = ok or ids  # a diverged run's few steps make a poor layer × step view
         if not ids:
             return None
         r0 = self.ratio0.reindex(ids).abs().fillna(-1)
@@ -349,15 +357,11 @@ def _tail(text: Any, lines: int = 25) -> str:
 
 def _comparisons(rep: _Report) -> str:
     p, parts = rep.plots, []
-    numeric_axes = [a for a in rep.axes if a in rep.runs]
-    if numeric_axes:
-        rows = numeric_axes[0]
-        cols = next(
-            (a for a in numeric_axes[1:] if a == rep.group_by),
-            numeric_axes[1] if len(numeric_axes) > 1 else None,
-        )
-        m = p.sweep_matrix_series(rep.runs, rep.metrics, rows=rows, cols=cols, step=0)
-        others = [a for a in rep.axes if a not in (rows, cols)]
+    if rep.axes:
+        rows, cols = _matrix_axes(rep)
+        runs = rep.runs.assign(arm=rep.runs["run"].map(rep.arm))
+        m = p.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, step=0)
+        others = [a for a in rep.axes if a not in (rows, cols)] if rows != "arm" else []
         cap = (
             "log10 of ‖∂L/∂y‖ at the first dense layer over the output layer at initialisation: "
             "blue vanishes, red explodes, white is balanced; hatched cells hold diverged or failed runs."
@@ -391,6 +395,27 @@ def _comparisons(rep: _Report) -> str:
     if phase:
         parts.append(phase)
     return '<section id="comparisons"><h2>Comparisons</h2>' + "\n".join(x for x in parts if x) + "</section>"
+
+
+def _matrix_axes(rep: _Report) -> tuple[str, str | None]:
+    """Rows and columns of the sweep matrix: the pair of axes that fills most of its grid.
+
+    A sweep of variants rather than a grid (activation and init changed together) fills few cells
+    of any pair; then the rows are the arms themselves, in one column.
+    """
+    if len(rep.axes) == 1:
+        return rep.axes[0], None
+    best, best_fill = None, 0.0
+    for i, a in enumerate(rep.axes):
+        for b in rep.axes[i + 1 :]:
+            na, nb = rep.runs[a].astype(str).nunique(), rep.runs[b].astype(str).nunique()
+            fill = len(rep.runs[[a, b]].astype(str).drop_duplicates()) / (na * nb)
+            if fill > best_fill:
+                best, best_fill = (a, b), fill
+    if best is None or best_fill < 0.75:
+        return "arm", None
+    a, b = best
+    return (b, a) if rep.runs[a].astype(str).nunique() < rep.runs[b].astype(str).nunique() else (a, b)
 
 
 def _phase(rep: _Report) -> str:
@@ -430,48 +455,63 @@ def _findings(rep: _Report) -> str:
     f = rep.findings
     if f is None:
         return ""
-    if len(f) == 0:
-        return (
-            '<section id="findings"><h2>Findings</h2><p>No findings: every checked run looks healthy.</p>'
-            "</section>"
-        )
     f = f.assign(run=f["run"].astype(str), kind=f["kind"].astype(str))
-    rank = {k: i for i, k in enumerate(KIND_ORDER)}
-    kinds = sorted(f["kind"].unique(), key=lambda k: (rank.get(k, len(rank)), k))
+    info = f[f["kind"].isin(INFO_KINDS)]
+    f = f[~f["kind"].isin(INFO_KINDS)]
     parts = ['<section id="findings"><h2>Findings</h2>']
-    for kind in kinds:
+    if len(info):
+        counts = info.groupby("kind")["run"].nunique()
+        text = ", ".join(f"{int(counts[k])} run{'s' if counts[k] != 1 else ''} {k.replace('_', ' ')}"
+                         for k in INFO_KINDS if k in counts)
+        parts.append(f'<p class="note">{esc(text)}.</p>')
+    if f.empty:
+        parts.append("<p>No problem found in any run.</p>")
+    rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    for kind in sorted(f["kind"].unique(), key=lambda k: (rank.get(k, len(rank)), k)):
         g = f[f["kind"] == kind]
-        rows = []
-        for _, r in g.iterrows():
-            value = _sci(r.get("value", np.nan)) if _is_num(r.get("value")) else esc(r.get("value", ""))
-            thr = f"{esc(r.get('op', ''))} {_sci(r['threshold'])}" if _is_num(r.get("threshold")) else NONE
-            layer = r.get("layer", r.get("layers", ""))
-            step = r.get("step", r.get("since_step", pd.NA))
-            rows.append(
-                [
-                    f'<a href="#run-{_slug(r["run"])}">{esc(r["run"])}</a>',
-                    esc(rep.arm.get(r["run"], "")),
-                    esc(layer if isinstance(layer, str) and layer else NONE),
-                    NONE if step is None or pd.isna(step) else esc(int(step)),
-                    value,
-                    thr,
-                    esc(r.get("message", "")),
-                    esc(r.get("fix", "")),
-                ]
-            )
-        parts.append(
-            f'<h3 id="finding-{_slug(kind)}">{esc(kind)} <span class="note">({g["run"].nunique()} '
-            f"run{'s' if g['run'].nunique() != 1 else ''})</span></h3>"
-        )
-        parts.append(
-            _table(
-                ["run", "arm", "layer", "since step", "value", "threshold", "message", "fix"],
-                rows,
-                num={3, 4, 5},
-            )
-        )
+        rows = [_finding_row(rep, h, len(h)) for h in _per_run(g)]
+        n = g["run"].nunique()
+        parts.append(f'<h3 id="finding-{_slug(kind)}">{esc(kind)} '
+                     f'<span class="note">({n} run{"s" if n != 1 else ""})</span></h3>')
+        header = ["run", "arm", "layer", "since step", "value", "threshold", "message", "fix"]
+        parts.append(_table(header, rows, num={3, 4, 5}))
         parts.append(_evidence(rep, kind, list(dict.fromkeys(g["run"]))))
     return "\n".join(parts) + "</section>"
+
+
+def _per_run(g: pd.DataFrame) -> list[pd.DataFrame]:
+    """A kind's findings split per (run, rule), earliest step first: one table row each."""
+    cols = [c for c in ("run", "rule") if c in g]
+    order = g.assign(_s=pd.to_numeric(g["step"], errors="coerce") if "step" in g else 0)
+    order = order.sort_values("_s", kind="stable", na_position="last")
+    return [h for _, h in order.groupby(cols, sort=False)]
+
+
+def _finding_row(rep: _Report, h: pd.DataFrame, n: int) -> list[str]:
+    """One row for a run's findings of one rule: the earliest, and how many more layers it concerns."""
+    r = h.iloc[0]
+    value = _sci(r.get("value", np.nan)) if _is_num(r.get("value")) else esc(r.get("value", ""))
+    thr = r.get("threshold")
+    thr = f"{esc(r.get('op', ''))} {_sci(thr)}" if _is_num(thr) and np.isfinite(thr) else NONE
+    layer = r.get("layer", "")
+    if not isinstance(layer, str) or not layer:
+        layer = r.get("layers", "")
+    step = r.get("step", r.get("since_step", pd.NA))
+    if isinstance(layer, str) and len(layer) > 40:
+        names = layer.split(", ")
+        layer = f"{names[0]} … {names[-1]} ({len(names)} layers)"
+    if n > 1:
+        layer = f"{layer or NONE} (+{n - 1} more layer{'s' if n > 2 else ''})"
+    return [
+        f'<a href="#run-{_slug(r["run"])}">{esc(r["run"])}</a>',
+        esc(rep.arm.get(r["run"], "")),
+        esc(layer if isinstance(layer, str) and layer else NONE),
+        NONE if step is None or pd.isna(step) else esc(int(step)),
+        value,
+        thr,
+        esc(r.get("message", "")),
+        esc(r.get("fix", "")),
+    ]
 
 
 def _is_num(x: Any) -> bool:
@@ -496,11 +536,14 @@ def _evidence(rep: _Report, kind: str, run_ids: list[str]) -> str:
         return rep.saturation(one_per_arm, name, which=("dead_frac_window", "dead_frac"))
     if kind == "update_ratio":
         p = rep.plots
+        one_per_arm.sort(key=lambda r: rep.status.get(r) != "ok")
         h = p.heatmap_series(rep.metrics, one_per_arm[0], metric="update_ratio", kinds=("dense",), log=True)
         if h.empty:
             return ""
         fig = p.plot_heatmap({"log10 ‖ΔW‖/‖W‖": h}, title=f"{rep.arm[one_per_arm[0]]} (run {one_per_arm[0]})")
         return rep.charts.add(fig, name, "Update-to-weight ratio per dense layer over training.")
+    if kind in ("failed", *INFO_KINDS):
+        return ""
     return rep.curves([r for r in run_ids if rep.arm[r] in arms], name)
 
 

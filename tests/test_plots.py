@@ -205,10 +205,14 @@ def test_gradient_flow_series_orders_dense_layers_and_averages_seeds(sweep):
     assert (g["n_runs"] == 2).all()
     ratios = g["value"].to_numpy()[1:] / g["value"].to_numpy()[:-1]
     np.testing.assert_allclose(ratios, 4.0, rtol=0.2)  # decays 0.25 per layer toward the input
-    assert set(s["panel_title"]) == {"step 0 (init)", "step 10", "steps 12–20 (late)"}
+    # a diverged run's "late" is its last step before divergence (11; it diverged at 12)
+    assert set(s["panel_title"]) == {"step 0 (init)", "step 10", "steps 11–20 (late)"}
     assert (s["kind"] == "measured").all() and np.isfinite(s["value"]).all()
-    # the diverged run's late panel drops its non-finite layers
     late = s[(s["panel"] == 2) & (s["arm"] == labels["r-tanh6"]) & (s["metric"] == "grad_out_norm")]
+    assert list(late["layer_index"]) == list(range(7))
+    # without the runs table the divergence step is used, and its non-finite layers are dropped
+    s = plots.gradient_flow_series(metrics, None, run_ids=["r-tanh6"])
+    late = s[(s["panel"] == 2) & (s["metric"] == "grad_out_norm")]
     assert list(late["layer_index"]) == list(range(2, 7))
 
 
