@@ -657,7 +657,7 @@ def write_report(
 
 
 def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
-    """Load a results folder with :func:`gradlab.load_results` (histograms too, if stored) and report it."""
+    """Load a results folder (:func:`gradlab.load_results`, histograms if stored), diagnose it, report it."""
     import gradlab
 
     loader = getattr(gradlab, "load_results", None)
@@ -670,5 +670,11 @@ def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) ->
         except ImportError:
             load_hists = None
         kwargs["hists"] = load_hists(runs_dir) if load_hists is not None else None
+    if "findings" not in kwargs:
+        try:
+            from gradlab.diagnose import diagnose
+        except ImportError:
+            diagnose = None
+        kwargs["findings"] = diagnose(metrics, runs) if diagnose is not None else None
     kwargs.setdefault("title", f"gradlab report: {Path(runs_dir).name}")
     return write_report(runs, metrics, out_dir, **kwargs)

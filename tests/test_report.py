@@ -122,3 +122,4 @@ def test_load_and_report_uses_the_store_loader(tmp_path, monkeypatch):
     html = path.read_text(encoding="utf-8")
     assert path == tmp_path / "out" / "index.html" and "gradlab report: results" in html
     assert seen[0] == tmp_path / "results"
+    assert 'id="findings"' in html  # diagnosed on the way
