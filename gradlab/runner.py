@@ -145,6 +145,7 @@ def _manifest(config: Config, run_id: str, blas: bool = True) -> dict[str, Any]:
         "diverged_layer": None,
         "final_loss": None,
         "wall_time_s": None,
+        "cpu_time_s": None,
         "started": None,
         "finished": None,
         "error": None,
@@ -161,7 +162,9 @@ def execute(config: Config, run_id: str, run_fn: RunFn | None = None) -> dict[st
     manifest = _manifest(config, run_id)
     manifest["started"] = _now()
     try:
+        cpu0 = time.process_time()
         res = (run_fn or _default_run)(config, run_id)
+        cpu = time.process_time() - cpu0
         metrics, hists = store.frame_to_parquet(res.metrics), store.frame_to_parquet(res.hists)
     except Exception:
         manifest.update(error=traceback.format_exc(), wall_time_s=time.perf_counter() - t0, finished=_now())
@@ -173,6 +176,7 @@ def execute(config: Config, run_id: str, run_fn: RunFn | None = None) -> dict[st
         diverged_layer=res.diverged_layer,
         final_loss=store.float_to_json(res.final_loss),
         wall_time_s=res.wall_time_s,
+        cpu_time_s=cpu,  # well below wall_time_s: the worker waited for a core
         finished=_now(),
     )
     return {"manifest": manifest, "metrics": metrics, "hists": hists}
