@@ -88,10 +88,10 @@ def test_strings_from_configs_and_findings_are_escaped(tmp_path):
     assert "x&lt;1&gt;" in html and "y&amp;2" in html
 
 
-def test_run_verdicts_most_severe_first():
-    v = report.run_verdicts(make_findings())
-    assert v.to_dict() == {"r-sig6": "vanishing, saturation", "r-tanh6": "diverged"}
-    assert report.run_verdicts(None).empty
+def test_verdicts_come_from_diagnose_most_severe_first():
+    rep = report.ReportContext(*make_sweep()[:2], Path("."), None, make_findings(), None, None)
+    assert rep.verdicts.to_dict() == {"r-sig6": "vanishing, saturation", "r-tanh6": "diverged"}
+    assert report.ReportContext(*make_sweep()[:2], Path("."), None, None, None, None).verdicts.empty
 
 
 def test_large_sweep_is_grouped_by_one_axis():
@@ -99,8 +99,8 @@ def test_large_sweep_is_grouped_by_one_axis():
              "weight_scale": s, "seed": 0, "status": "ok"}
             for d in (2, 4, 8, 16, 32) for a in ("relu", "tanh") for s in (0.5, 1.0, 2.0)]
     runs = pd.DataFrame(rows)
-    rep = report._Report(runs, pd.DataFrame(columns=["run", "step", "layer", "metric", "value"]), Path("."),
-                         None, None, None, None)
+    empty = pd.DataFrame(columns=["run", "step", "layer", "metric", "value"])
+    rep = report.ReportContext(runs, empty, Path("."), None, None, None, None)
     assert rep.group_by == "activation"  # text axis first, then the fewest values
     assert [t for t, _ in rep.groups] == ["activation = relu", "activation = tanh"]
     assert all(len(arms) == 15 for _, arms in rep.groups)

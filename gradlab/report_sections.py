@@ -1,0 +1,371 @@
+"""The HTML sections of a report: summary, runs table, comparisons, findings, arms in detail.
+
+Each ``*_section`` function takes the :class:`gradlab.report.ReportContext` (frames, arm labels and
+colours, the chart sink) and returns one ``<section>`` of HTML. Every string taken from configs, run
+names or findings goes through :func:`esc`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from gradlab.diagnose import KINDS
+from gradlab.plots_common import config_columns, format_value, natural_key
+
+if TYPE_CHECKING:
+    from gradlab.report import ReportContext
+
+MAX_ARMS_PER_CHART = 12
+"""More arms than this in one chart stop being readable: the report moves them to group sections."""
+INFO_KINDS = ("healthy", "no_data")
+"""Kinds that report a state, not a problem: shown as verdicts, not listed as findings."""
+NONE = "—"
+
+
+def esc(value: Any) -> str:
+    """HTML-escaped text of any value (quotes too)."""
+    return html.escape(value if isinstance(value, str) else format_value(value), quote=True)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:40] or "x"
+
+
+def sci(x: float) -> str:
+    if x is None or np.isnan(x):
+        return NONE
+    if not np.isfinite(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 or x == 0 else f"{x:.2e}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], num: Sequence[int] = ()) -> str:
+    """An HTML table: ``header`` plain text (escaped here), ``rows`` ready HTML cells, column 0 an id."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    cls = {i: ' class="num"' for i in num} | {0: ' class="id"'}
+    body = "\n".join(
+        "<tr>" + "".join(f"<td{cls.get(i, '')}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows
+    )
+    return (
+        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n'
+        "</tbody></table></div>"
+    )
+
+
+def status_badge(s: str) -> str:
+    return f'<span class="status {slug(s)}">{esc(s)}</span>'
+
+
+def summary_section(rep: ReportContext) -> str:
+    counts = rep.status.value_counts()
+    cards = [
+        f'<div class="card"><b>{len(rep.runs)}</b>runs</div>',
+        f'<div class="card"><b>{len(rep.arms)}</b>arms</div>',
+    ]
+    for s in ("ok", "diverged", "failed"):
+        cards.append(f'<div class="card {s}"><b>{int(counts.get(s, 0))}</b>{s}</div>')
+    axes = "".join(
+        f"<dt>{esc(a)}</dt><dd>{esc(', '.join(format_value(v) for v in _values(rep.runs, a)))}</dd>"
+        for a in rep.axes
+    )
+    fixed = [c for c in config_columns(rep.runs) if c not in rep.axes and c != "name"]
+    fixed_txt = " · ".join(f"{c}={format_value(rep.runs[c].iloc[0])}" for c in fixed) if len(rep.runs) else ""
+    parts = ['<section id="summary"><h2>Summary</h2>', f'<div class="cards">{"".join(cards)}</div>']
+    parts.append(
+        f'<h3>Axes that vary</h3><dl class="axes">{axes}</dl>'
+        if axes
+        else '<p class="note">No configuration axis varies across these runs.</p>'
+    )
+    if fixed_txt:
+        parts.append(
+            f"<details><summary>Fixed settings</summary><p><code>{esc(fixed_txt)}</code></p></details>"
+        )
+    return "\n".join(parts) + "</section>"
+
+
+def _values(runs: pd.DataFrame, col: str) -> list:
+    vals = runs[col].dropna().unique().tolist()
+    try:
+        return sorted(vals)
+    except TypeError:
+        return sorted(vals, key=lambda v: natural_key(format_value(v)))
+
+
+def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
+    header = [
+        "run",
+        *(["arm"] if "name" in rep.runs and rep.runs["name"].fillna("").astype(str).ne("").any() else []),
+        *rep.axes,
+        "status",
+        "diverged at",
+        "final loss",
+        "grad ratio @init",
+        "@end",
+        "verdict",
+    ]
+    rows = []
+    for _, r in rep.runs.iterrows():
+        run = r["run"]
+        link = f'<a href="#{group_anchor[run]}">{esc(run)}</a>' if run in group_anchor else esc(run)
+        cells = [f'<span id="run-{slug(run)}">{link}</span>']
+        if "arm" in header:
+            cells.append(esc(rep.arm[run]))
+        cells += [esc(r[a]) for a in rep.axes]
+        dstep = r.get("diverged_step", pd.NA)
+        cells += [
+            status_badge(rep.status.get(run, "")),
+            NONE if pd.isna(dstep) else esc(int(dstep)),
+            sci(r.get("final_loss", np.nan)),
+            sci(10 ** rep.ratio0.get(run, np.nan)),
+            sci(10 ** rep.ratio_end.get(run, np.nan)),
+            rep.verdict_html(run),
+        ]
+        rows.append(cells)
+    n = len(header)
+    tbl = table(header, rows, num={n - 5, n - 4, n - 3, n - 2})
+    failed = rep.runs[rep.status.reindex(rep.runs["run"]).to_numpy() == "failed"]
+    errors = ""
+    if len(failed) and "error" in failed:
+        items = "".join(
+            f"<h3>{esc(r['run'])}</h3><pre>{esc(_tail(r['error']))}</pre>" for _, r in failed.iterrows()
+        )
+        errors = f"<details><summary>Errors of the {len(failed)} failed run(s)</summary>{items}</details>"
+    note = (
+        '<p class="note">grad ratio: ‖∂L/∂y‖ reaching the first dense layer over the one at the output '
+        "layer, at initialisation and at the last finite step; ≪ 1 vanishes, ≫ 1 explodes.</p>"
+    )
+    return f'<section id="runs"><h2>Runs</h2>{note}{tbl}{errors}</section>'
+
+
+def _tail(text: Any, lines: int = 25) -> str:
+    return "\n".join(str(text if isinstance(text, str) else "").splitlines()[-lines:])
+
+
+def comparisons_section(rep: ReportContext) -> str:
+    p, parts = rep.plots, []
+    if rep.axes:
+        rows, cols = _matrix_axes(rep)
+        runs = rep.runs.assign(arm=rep.runs["run"].map(rep.arm))
+        m = p.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, step=0)
+        others = [a for a in rep.axes if a not in (rows, cols)] if rows != "arm" else []
+        cap = (
+            "log10 of ‖∂L/∂y‖ at the first dense layer over the output layer at initialisation: "
+            "blue vanishes, red explodes, white is balanced; hatched cells hold diverged or failed runs."
+        )
+        if others:
+            cap += f" Cells take the median over {', '.join(others)}."
+        parts.append(rep.charts.add(p.plot_sweep_matrix(m), "sweep matrix", cap))
+    if len(rep.arms) <= MAX_ARMS_PER_CHART:
+        parts.append(rep.flow(rep.arms, "gradient flow"))
+        parts.append(rep.curves(list(rep.runs["run"]), "training curves"))
+    else:
+        parts.append(
+            f'<p class="note">{len(rep.arms)} arms: per-arm charts are in the group sections below.</p>'
+        )
+    clip_cols = [c for c in ("clip_norm", "clip_value") if c in rep.runs]
+    clipped = (
+        rep.runs[(rep.runs[clip_cols].fillna(0).astype(float) > 0).any(axis=1)] if clip_cols else rep.runs[:0]
+    )
+    if len(clipped):
+        arms = sorted(rep.arm[clipped["run"]].unique(), key=natural_key)[:MAX_ARMS_PER_CHART]
+        ids = rep.runs_of(arms if len(rep.arms) > MAX_ARMS_PER_CHART else rep.arms)
+        s = p.clipping_series(rep.metrics, rep.runs, run_ids=ids)
+        parts.append(
+            rep.charts.add(
+                p.plot_clipping(s, colors=rep.colors),
+                "clipping",
+                "Global gradient norm before and after clipping, and how often clipping fired.",
+            )
+        )
+    phase = _phase(rep)
+    if phase:
+        parts.append(phase)
+    return '<section id="comparisons"><h2>Comparisons</h2>' + "\n".join(x for x in parts if x) + "</section>"
+
+
+def _matrix_axes(rep: ReportContext) -> tuple[str, str | None]:
+    """Rows and columns of the sweep matrix: the pair of axes that fills most of its grid.
+
+    A sweep of variants rather than a grid (activation and init changed together) fills few cells
+    of any pair; then the rows are the arms themselves, in one column.
+    """
+    if len(rep.axes) == 1:
+        return rep.axes[0], None
+    best, best_fill = None, 0.0
+    for i, a in enumerate(rep.axes):
+        for b in rep.axes[i + 1 :]:
+            na, nb = rep.runs[a].astype(str).nunique(), rep.runs[b].astype(str).nunique()
+            fill = len(rep.runs[[a, b]].astype(str).drop_duplicates()) / (na * nb)
+            if fill > best_fill:
+                best, best_fill = (a, b), fill
+    if best is None or best_fill < 0.75:
+        return "arm", None
+    a, b = best
+    return (b, a) if rep.runs[a].astype(str).nunique() < rep.runs[b].astype(str).nunique() else (a, b)
+
+
+def _phase(rep: ReportContext) -> str:
+    """The σ_w² × σ_b² phase diagram when theory is given and runs use the mean-field ``normal`` init."""
+    need = {"init", "activation", "weight_scale", "bias_scale"}
+    if rep.theory is None or not need <= set(rep.runs.columns):
+        return ""
+    mf = rep.runs[rep.runs["init"].astype(str) == "normal"]
+    if mf.empty or mf["activation"].nunique() != 1:
+        return ""
+    try:
+        from gradlab.theory import chi_1
+    except ImportError:
+        return ""
+    act = str(mf["activation"].iloc[0])
+    sw2_pts, sb2_pts = mf["weight_scale"].astype(float) ** 2, mf["bias_scale"].astype(float) ** 2
+    sw2 = np.linspace(0.5 * min(1.0, sw2_pts.min()), max(4.0, 1.2 * sw2_pts.max()), 28)
+    sb2 = np.linspace(0.0, max(0.25, 1.2 * sb2_pts.max()), 12)
+    chi = np.array([[chi_1(a, b, act) for a in sw2] for b in sb2])
+    pts = pd.DataFrame(
+        {
+            "sw2": sw2_pts.to_numpy(),
+            "sb2": sb2_pts.to_numpy(),
+            "label": [format_value(d) if "depth" in mf else "" for d in mf.get("depth", mf["run"])],
+        }
+    )
+    fig = rep.plots.plot_phase_diagram(sw2, sb2, chi, None, pts.drop_duplicates(), activation=act)
+    return rep.charts.add(
+        fig,
+        "phase diagram",
+        "Mean-field order-to-chaos diagram: runs with init=normal placed "
+        "at (σ_w², σ_b²), labelled by depth; the black line is χ₁ = 1.",
+    )
+
+
+def findings_section(rep: ReportContext) -> str:
+    f = rep.findings
+    if f is None:
+        return ""
+    f = f.assign(run=f["run"].astype(str), kind=f["kind"].astype(str))
+    info = f[f["kind"].isin(INFO_KINDS)]
+    f = f[~f["kind"].isin(INFO_KINDS)]
+    parts = ['<section id="findings"><h2>Findings</h2>']
+    if len(info):
+        counts = info.groupby("kind")["run"].nunique()
+        text = ", ".join(f"{int(counts[k])} run{'s' if counts[k] != 1 else ''} {k.replace('_', ' ')}"
+                         for k in INFO_KINDS if k in counts)
+        parts.append(f'<p class="note">{esc(text)}.</p>')
+    if f.empty:
+        parts.append("<p>No problem found in any run.</p>")
+    rank = {k: i for i, k in enumerate(KINDS)}
+    for kind in sorted(f["kind"].unique(), key=lambda k: (rank.get(k, len(rank)), k)):
+        g = f[f["kind"] == kind]
+        rows = [_finding_row(rep, h, len(h)) for h in _per_run(g)]
+        n = g["run"].nunique()
+        parts.append(f'<h3 id="finding-{slug(kind)}">{esc(kind)} '
+                     f'<span class="note">({n} run{"s" if n != 1 else ""})</span></h3>')
+        header = ["run", "arm", "layer", "since step", "value", "threshold", "message", "fix"]
+        parts.append(table(header, rows, num={3, 4, 5}))
+        parts.append(_evidence(rep, kind, list(dict.fromkeys(g["run"]))))
+    return "\n".join(parts) + "</section>"
+
+
+def _per_run(g: pd.DataFrame) -> list[pd.DataFrame]:
+    """A kind's findings split per (run, rule), earliest step first: one table row each."""
+    cols = [c for c in ("run", "rule") if c in g]
+    order = g.assign(_s=pd.to_numeric(g["step"], errors="coerce") if "step" in g else 0)
+    order = order.sort_values("_s", kind="stable", na_position="last")
+    return [h for _, h in order.groupby(cols, sort=False)]
+
+
+def _finding_row(rep: ReportContext, h: pd.DataFrame, n: int) -> list[str]:
+    """One row for a run's findings of one rule: the earliest, and how many more layers it concerns."""
+    r = h.iloc[0]
+    value = sci(r.get("value", np.nan)) if _is_num(r.get("value")) else esc(r.get("value", ""))
+    thr = r.get("threshold")
+    thr = f"{esc(r.get('op', ''))} {sci(thr)}" if _is_num(thr) and np.isfinite(thr) else NONE
+    layer = r.get("layer", "")
+    if not isinstance(layer, str) or not layer:
+        layer = r.get("layers", "")
+    step = r.get("step", r.get("since_step", pd.NA))
+    if isinstance(layer, str) and len(layer) > 40:
+        names = layer.split(", ")
+        layer = f"{names[0]} … {names[-1]} ({len(names)} layers)"
+    if n > 1:
+        layer = f"{layer or NONE} (+{n - 1} more layer{'s' if n > 2 else ''})"
+    return [
+        f'<a href="#run-{slug(r["run"])}">{esc(r["run"])}</a>',
+        esc(rep.arm.get(r["run"], "")),
+        esc(layer if isinstance(layer, str) and layer else NONE),
+        NONE if step is None or pd.isna(step) else esc(int(step)),
+        value,
+        thr,
+        esc(r.get("message", "")),
+        esc(r.get("fix", "")),
+    ]
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _evidence(rep: ReportContext, kind: str, run_ids: list[str]) -> str:
+    """The chart that shows a finding kind best, for (at most a dozen arms of) the runs it flags."""
+    arms = sorted(rep.arm[run_ids].unique(), key=natural_key)[:MAX_ARMS_PER_CHART]
+    one_per_arm = [next(r for r in run_ids if rep.arm[r] == a) for a in arms]
+    name = f"evidence {kind}"
+    if kind in ("vanishing", "exploding"):
+        if set(arms) == set(rep.arms):
+            return (
+                '<p class="note">Evidence: the gradient-flow chart under '
+                '<a href="#comparisons">Comparisons</a>.</p>'
+            )
+        return rep.flow(arms, name)
+    if kind == "saturation":
+        return rep.saturation(one_per_arm, name, which=("saturation",))
+    if kind == "dead_units":
+        return rep.saturation(one_per_arm, name, which=("dead_frac_window", "dead_frac"))
+    if kind == "update_ratio":
+        p = rep.plots
+        one_per_arm.sort(key=lambda r: rep.status.get(r) != "ok")
+        h = p.heatmap_series(rep.metrics, one_per_arm[0], metric="update_ratio", kinds=("dense",), log=True)
+        if h.empty:
+            return ""
+        fig = p.plot_heatmap({"log10 ‖ΔW‖/‖W‖": h}, title=f"{rep.arm[one_per_arm[0]]} (run {one_per_arm[0]})")
+        return rep.charts.add(fig, name, "Update-to-weight ratio per dense layer over training.")
+    if kind in ("failed", *INFO_KINDS):
+        return ""
+    return rep.curves([r for r in run_ids if rep.arm[r] in arms], name)
+
+
+def groups_section(rep: ReportContext, anchors: list[str]) -> str:
+    parts = ['<section id="groups"><h2>Arms in detail</h2>']
+    if rep.group_by:
+        parts.append(f'<p class="note">{len(rep.arms)} arms grouped by <b>{esc(rep.group_by)}</b>.</p>')
+    open_attr = " open" if len(rep.groups) <= 4 else ""
+    for (title, arms), anchor in zip(rep.groups, anchors, strict=True):
+        ids = rep.runs_of(arms)
+        counts = rep.status.reindex(ids).value_counts()
+        count = ", ".join(f"{int(counts[s])} {s}" for s in ("ok", "diverged", "failed") if s in counts)
+        body = []
+        if len(rep.arms) > MAX_ARMS_PER_CHART:  # otherwise the comparisons already show every arm
+            body.append(rep.flow(arms, f"{title} flow"))
+            body.append(rep.curves(rep.runs_of(arms[:MAX_ARMS_PER_CHART]), f"{title} curves"))
+        firsts = [
+            next(r for r in ids if rep.arm[r] == a and rep.status.get(r) != "failed")
+            for a in arms
+            if any(rep.arm[r] == a and rep.status.get(r) != "failed" for r in ids)
+        ]
+        body.append(rep.saturation(firsts[:6], f"{title} saturation"))
+        rep_run = rep.representative(arms)
+        if rep_run is not None:
+            body.append(rep.heatmap(rep_run, f"{title} heatmap"))
+            body.append(rep.distributions(rep_run, f"{title} distributions"))
+        body = [b for b in body if b] or ['<p class="note">No metrics were recorded for these runs.</p>']
+        parts.append(
+            f'<details class="group" id="{anchor}"{open_attr}><summary>{esc(title)} '
+            f'<span class="count">({len(arms)} arm{"s" if len(arms) != 1 else ""}, {len(ids)} runs: '
+            f"{esc(count)})</span></summary>\n" + "\n".join(body) + "</details>"
+        )
+    return "\n".join(parts) + "</section>"
