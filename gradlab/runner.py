@@ -223,7 +223,11 @@ def _worker_main(conn: Any, run_fn: RunFn | None) -> None:
             return
         if task is None:
             return
-        conn.send(execute(task[0], task[1], run_fn))
+        payload = execute(task[0], task[1], run_fn)
+        try:
+            conn.send(payload)
+        except OSError:  # the parent is gone (killed): nobody to report to
+            return
 
 
 class _Worker:
@@ -269,20 +273,21 @@ def _run_local(
             for i, w in enumerate(workers):
                 if w.task is None or not ready & {w.conn, w.proc.sentinel}:
                     continue
+                payload, eof = None, False
                 try:
                     payload = w.conn.recv() if w.conn.poll() else None
                 except (EOFError, OSError):
-                    payload = None
+                    eof = True  # its end of the pipe closed: the process is exiting
                 config, run_id = w.task
                 if payload is not None:
                     w.task = None
                     record(payload)
                     continue
-                if w.proc.is_alive():  # readable without a message: cannot happen, but never spin
+                if not eof and w.proc.is_alive():
                     continue
                 w.task = None
                 deaths[run_id] += 1
-                w.proc.join()
+                w.proc.join(timeout=5)
                 if deaths[run_id] >= MAX_WORKER_DEATHS:
                     record(_failed(config, run_id, _death(w.proc.exitcode)))
                 else:

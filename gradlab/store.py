@@ -258,20 +258,29 @@ def read_sweep_file(out: str | Path) -> dict[str, Any] | None:
 
 
 # -- loading -------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise StoreError(
+            f"{path} is damaged ({exc}); delete it and rerun the sweep to redo that run"
+        ) from None
+
+
 def _manifests(root: Path) -> list[dict[str, Any]]:
     """Every run manifest under a results folder (or the one of a single run's folder), sweep order."""
     if (root / MANIFEST).exists():
-        m = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        m = _read_json(root / MANIFEST)
         m["_dir"] = root
         return [m]
     if not (root / RUNS_DIR).is_dir() and not (root / SWEEP_FILE).exists():
         raise StoreError(f"{root} is not a gradlab results folder (no {SWEEP_FILE} or {RUNS_DIR}/)")
     found = {}
     for p in sorted((root / RUNS_DIR).glob(f"*/{MANIFEST}")):
-        m = json.loads(p.read_text(encoding="utf-8"))
+        m = _read_json(p)
         m["_dir"] = p.parent
         found[m["run"]] = m
-    sweep = read_sweep_file(root) or {"runs": []}
+    sweep = _read_json(root / SWEEP_FILE) if (root / SWEEP_FILE).exists() else {"runs": []}
     order = {r["run"]: i for i, r in enumerate(sweep["runs"])}
     return sorted(found.values(), key=lambda m: (order.get(m["run"], len(order)), m["run"]))
 

@@ -181,3 +181,15 @@ def test_load_results_on_one_run_folder(results):
 def test_load_results_on_something_else_is_a_clear_error(tmp_path):
     with pytest.raises(store.StoreError, match="not a gradlab results folder"):
         store.load_results(tmp_path)
+
+
+def test_a_damaged_manifest_is_named_by_the_loader_and_redone_by_a_rerun(tmp_path):
+    c = Config(**TINY)
+    run_sweep([c], tmp_path, jobs=0)
+    path = tmp_path / "runs" / c.key() / "manifest.json"
+    path.write_text('{"run": ')
+    with pytest.raises(store.StoreError, match=r"manifest\.json is damaged"):
+        store.load_results(tmp_path)
+    s = run_sweep([c], tmp_path, jobs=0)
+    assert (s.skipped, s.ok) == (0, 1)
+    assert len(store.load_results(tmp_path)[0]) == 1
