@@ -2,23 +2,41 @@
 which step, measured how, against which threshold, and what usually fixes it.
 
 :func:`diagnose` applies the pure rules of :mod:`gradlab.rules` (thresholds: :class:`Thresholds`,
-each documented with its source) and returns a *findings* frame, one row per finding:
+each documented with its source) and returns a *findings* frame, one row per run and rule:
 
 =========  ==================================================================================
 run        the run id
 kind       one of :data:`KINDS` (what ``--fail-on`` selects)
 rule       the check that fired (``vanishing_ratio``, ``exploding_growth``, ``update_ratio_low``…)
-layer      the layer concerned ("" for run-level findings)
+layer      the layer concerned: for the layer-wise rules the *worst* affected layer (see below);
+           "" for run-level findings
 layers     the layers affected, comma-separated in forward order
-step       the first recorded step at which it held (Int64; <NA> for ``healthy``/``failed``)
-value      the measured value (median over the first window in which it held; see gradlab.rules)
-op         how value compares with threshold when the rule fires ("<", ">", "≥")
-threshold  the threshold it was compared with
+step       the first recorded step at which it held (in any affected layer; Int64; <NA> for
+           ``healthy``/``failed``)
+metric     the metric ``value`` measures (``grad_out_norm`` ratio, ``update_ratio``, ``loss``…; "" if none)
+value      the measured value (median over the first window in which it held; see gradlab.rules);
+           for ``diverged`` what went non-finite: ‖g‖ or the loss (op "is"), or a NaN/Inf count
+op         how value compares with threshold when the rule fires ("<", ">", "≥"; "is": no threshold)
+threshold  the threshold it was compared with (NaN when there is none)
 severity   "error" (diverged, failed, vanishing, exploding: training cannot work as set up),
-           "warning" (saturation, dead_units, update_ratio: it works badly), "info" (healthy, no_data)
+           "warning" (saturation, dead_units, update_ratio: it works badly), "info" (healthy, no_data,
+           and findings that are a consequence of another one: see ``cause``)
+cause      the kind of the finding in the same run this one follows from ("" when none): an
+           ``update_ratio_low`` finding in a run that is ``vanishing`` (the tiny gradients make the
+           tiny updates), an ``update_ratio_high`` finding in a run that ``diverged`` or is
+           ``exploding``. Such findings are kept, not dropped, but marked (severity "info", message
+           says so) and left out of :func:`run_verdicts`.
 message    plain English with the evidence
 fix        a concrete suggestion, using the run's config from ``runs`` when given
 =========  ==================================================================================
+
+The layer-wise rules (``saturation``, ``dead_units``, ``update_ratio_low``/``_high``) are judged per
+layer, then merged into one finding per run and rule: ``layer`` and ``value`` are the worst layer's
+(lowest value for ``<`` rules, highest otherwise; ties: the first in forward order), so ``value op
+threshold`` holds for a real layer; ``layers`` lists every affected layer; ``step`` is the earliest
+step any of them held; the message says how many of the run's checked layers and which.
+``diagnose(..., detail=True)`` returns the per-layer findings instead (one row per affected layer),
+e.g. for evidence charts.
 
 Every run gets at least one row: ``healthy`` when rules were checked and none fired, ``no_data`` when
 no rule could be checked (no usable metrics), ``failed`` when the runs table says so. Rules whose
@@ -28,7 +46,11 @@ metrics a run lacks are skipped for it (the ``healthy`` message lists the rules 
 when given; from the metrics alone, the step is the first with ``nonfinite > 0`` or a non-finite loss
 or global gradient norm, and the layer the earliest in *forward* order whose output was non-finite
 or overflowed (no finite ``act_std``), else the layer nearest the output with a non-finite gradient
-(where the backward pass met it first) — the monitor's own rule.
+(where the backward pass met it first) — the monitor's own rule. Its ``value`` is what went
+non-finite at that step: the global gradient norm (``metric`` "grad_norm_total", op "is", threshold
+NaN; e.g. ``inf`` when a norm overflowed with no NaN/Inf entry, which the message calls a norm
+overflow), else the loss, else the layer's NaN/Inf count (op ">", threshold 0).
+:func:`format_findings` shows it as ``‖g‖=inf``, ``loss=nan`` or ``non-finite=80``.
 """
 
 from __future__ import annotations
@@ -44,7 +66,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.rules import prepare, rule_diverged, rule_growth, rule_layerwise, rule_ratio
+from gradlab.rules import aggregate_layers, prepare, rule_diverged, rule_growth, rule_layerwise, rule_ratio
 
 KINDS = ("diverged", "failed", "exploding", "vanishing", "saturation", "dead_units", "update_ratio",
          "no_data", "healthy")
@@ -53,10 +75,15 @@ KINDS = ("diverged", "failed", "exploding", "vanishing", "saturation", "dead_uni
 SEVERITY = {"diverged": "error", "failed": "error", "exploding": "error", "vanishing": "error",
             "saturation": "warning", "dead_units": "warning", "update_ratio": "warning",
             "no_data": "info", "healthy": "info"}
-COLUMNS = ["run", "kind", "rule", "layer", "layers", "step", "value", "op", "threshold", "severity",
-           "message", "fix"]
+COLUMNS = ["run", "kind", "rule", "layer", "layers", "step", "metric", "value", "op", "threshold",
+           "severity", "cause", "message", "fix"]
 _CHECKED = ("diverged", "vanishing", "exploding", "saturation", "dead_units", "update_ratio")
 _BOUNDED = ("sigmoid", "tanh")
+_CAUSES = {"update_ratio_low": ("vanishing",), "update_ratio_high": ("diverged", "exploding")}
+"""Rule → the kinds that, in the same run, explain it (first present wins)."""
+_METRIC = {"vanishing_ratio": "grad_out_norm", "exploding_ratio": "grad_out_norm",
+           "exploding_growth": "grad_norm_total", "saturation": "saturation", "dead_units": "dead_frac",
+           "update_ratio_low": "update_ratio", "update_ratio_high": "update_ratio"}
 
 
 @dataclass(frozen=True)
@@ -135,8 +162,13 @@ def diagnose(
     runs: pd.DataFrame | None = None,
     *,
     thresholds: Thresholds | Mapping[str, Any] | None = None,
+    detail: bool = False,
 ) -> pd.DataFrame:
-    """Findings for every run in ``metrics`` (and ``runs``): one row per finding, see module doc."""
+    """Findings for every run in ``metrics`` (and ``runs``): one row per run and rule, see module doc.
+
+    Args:
+        detail: one row per affected layer for the layer-wise rules instead of one per run and rule.
+    """
     th = resolve_thresholds(thresholds)
     if runs is not None and "run" not in runs.columns:
         raise ValueError("runs table lacks the 'run' column")
@@ -145,7 +177,9 @@ def diagnose(
     code = {r: i for i, r in enumerate(t.runs)}
     checked = {k: np.zeros(len(t.runs), dtype=bool) for k in _CHECKED}
     raw = rule_diverged(t, runs, code, checked)
-    raw += rule_ratio(t, th, checked) + rule_growth(t, th, checked) + rule_layerwise(t, th, checked)
+    layerwise = rule_layerwise(t, th, checked)
+    raw += rule_ratio(t, th, checked) + rule_growth(t, th, checked)
+    raw += layerwise if detail else aggregate_layers(layerwise, t.layer_pos)
     configs = _configs(runs)
     if runs is not None and "status" in runs.columns:
         failed = runs["status"].astype("string").eq("failed").fillna(False).to_numpy(dtype=bool)
@@ -161,17 +195,24 @@ def diagnose(
         raw.append({"r": int(r), "kind": "healthy" if done else "no_data", "rule": "healthy" if done
                     else "no_data", "l": -1, "layers": [], "step": None, "value": math.nan, "op": "",
                     "threshold": math.nan, "checked": done, "n_steps": int(n_steps[r])})
+    kinds_of: dict[int, set[str]] = {}
+    for f in raw:
+        kinds_of.setdefault(f["r"], set()).add(f["kind"])
     records = []
     for f in raw:
         name = f.get("layer_name", t.layer_names[f["l"]] if f["l"] >= 0 else "")
         run = t.runs[f["r"]]
         cfg = configs.get(run, {})
+        f["cause"] = next((k for k in _CAUSES.get(f["rule"], ()) if k in kinds_of[f["r"]]), "")
+        metric = f.get("metric", _METRIC.get(f["rule"], ""))
         records.append({
             "run": run, "kind": f["kind"], "rule": f["rule"], "layer": str(name),
             "layers": ", ".join(str(t.layer_names[x]) for x in f["layers"]),
             "step": f["step"], "value": f["value"], "op": f["op"], "threshold": f["threshold"],
-            "severity": SEVERITY[f["kind"]], "message": _message(f, t, th, str(name)),
-            "fix": suggest_fix(f["kind"], f["rule"], cfg, str(name)),
+            "metric": "dead_frac_window" if f.get("windowed") else metric,
+            "severity": "info" if f["cause"] else SEVERITY[f["kind"]], "cause": f["cause"],
+            "message": _message(f, t, th, str(name)),
+            "fix": suggest_fix(f["kind"], f["rule"], cfg, str(name), cause=f["cause"]),
             "_order": (KINDS.index(f["kind"]), f["step"] if f["step"] is not None else -1,
                        int(t.layer_pos[f["l"]]) if f["l"] >= 0 else -1),
         })
@@ -182,8 +223,11 @@ def diagnose(
 def _frame(records: list[dict]) -> pd.DataFrame:
     """The findings frame with its fixed columns and dtypes."""
     df = pd.DataFrame({c: [rec.get(c) for rec in records] for c in COLUMNS})
-    for c in ("run", "kind", "rule", "layer", "layers", "op", "severity", "message", "fix"):
-        df[c] = df[c].astype("string")
+    for c in COLUMNS:
+        if c not in ("step", "value", "threshold"):
+            df[c] = df[c].astype("string")
+    for c in ("metric", "cause"):  # absent from findings saved before these columns existed
+        df[c] = df[c].fillna("")
     df["step"] = pd.array([None if s is None or pd.isna(s) else int(s) for s in df["step"]], dtype="Int64")
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
     df["threshold"] = pd.to_numeric(df["threshold"], errors="coerce").astype("float64")
@@ -223,6 +267,57 @@ def _window(f: dict) -> str:
     return f"held at {f['hits']} of {f['span']} recorded steps ({span})"
 
 
+_CAUSE_TEXT = {"vanishing": "a consequence of the vanishing gradient (see that finding)",
+               "exploding": "a consequence of the exploding gradient (see that finding)",
+               "diverged": "part of the divergence (see that finding)"}
+
+
+def _diverged_message(f: dict, layer: str) -> str:
+    """What went non-finite, where and when; a norm overflow (no NaN/Inf entry) is said so."""
+    src = " (from the runs table)" if f["source"] == "runs" else ""
+    step = (f"step {f['step']}" if f["step"] is not None else "an unrecorded step") + src
+    count, origin = f["count"], f["origin"]
+    if layer and count > 0:
+        what = f"{int(count)} non-finite entries (NaN/Inf) first appeared at {step} in {layer}"
+    elif layer and count == 0:
+        part = {"forward": "output ", "backward": "gradient "}.get(origin, "")
+        what = (f"training diverged at {step}: {layer}'s {part}norm overflowed (a norm overflow: every "
+                f"entry finite, their sum of squares beyond the float range)")
+    else:
+        where = f" in {layer}" if layer else " in the loss or global gradient norm"
+        what = f"non-finite values (NaN/Inf) first appeared at {step}{where}"
+    net = [f"{k}={_g(v)}" for k, v in (("‖g‖", f["g"]), ("loss", f["loss"])) if v is not None]
+    return what + (f"; at that step {', '.join(net)}" if net else "") + "; training stopped"
+
+
+def _layerwise_message(f: dict, t: Any, layer: str) -> str:
+    """How many of the run's checked layers a layer-wise rule flags, which, the worst, from when."""
+    per = f.get("per_layer", [f])
+    names = [str(t.layer_names[x["l"]]) for x in per]
+    pct = f["kind"] != "update_ratio"
+    val, thr = (f"{v:.0%}" if pct else _g(v) for v in (f["value"], f["threshold"]))
+    op = {"<": "below", ">": "above", "≥": "at least"}[f["op"]]
+    span = f"steps {f['lo']}–{f['hi']}" if f["lo"] != f["hi"] else f"step {f['lo']}"
+    if f["kind"] == "update_ratio":
+        subject = f"update/weight ratio ‖ΔW‖/‖W‖ {op} {thr}"
+        tail = " — " + ("learning stalls" if f["op"] == "<" else "updates are unstable") + " (healthy ≈ 1e-3)"
+    elif f["kind"] == "saturation":
+        subject = f"{op} {thr} of outputs at a bound of {t.layer_kind[f['l']]}"
+        tail = "; the gradient through a saturated unit ≈ 0"
+    else:
+        how = ("over the recent-steps window (dead_frac_window)" if f.get("windowed_all", f["windowed"])
+               else "over the recent-steps window where recorded, else on a whole batch"
+               if f.get("windowed_any") else "on a whole batch")
+        subject, tail = f"{op} {thr} of units dead (inactive {how})", ""
+    where = f"{len(names)} of {f['n_checked']} {f['noun']}"
+    if len(names) == 1:
+        ev = f"in {layer} ({where}): {val}, median over {span} (held at {f['hits']} of {f['span']} steps)"
+    else:
+        ev = f"in {where} ({_short(names)}; worst {val} at {layer}, median over {span})"
+    cause = f"; {_CAUSE_TEXT[f['cause']]}" if f.get("cause") else ""
+    return f"{subject} {ev} from step {f['step']} on{tail}{cause}"
+
+
 def _message(f: dict, t: Any, th: Thresholds, layer: str) -> str:
     """Plain English with the evidence of one raw finding."""
     kind, rule = f["kind"], f["rule"]
@@ -241,25 +336,9 @@ def _message(f: dict, t: Any, th: Thresholds, layer: str) -> str:
                 f"{_g(f['g0'])} at step {f['s0']} to {_g(f['g1'])} at step {f['s1']} (threshold "
                 f"{_g(f['threshold'])}× within {th.window} steps)")
     if kind == "diverged":
-        where = f" in {layer}" if layer else " in the loss or global gradient norm"
-        count = "" if math.isnan(f["value"]) else (f" ({int(f['value'])} non-finite entries)" if f["value"]
-                                                   else " (its norm overflowed)")
-        src = " (from the runs table)" if f["source"] == "runs" else ""
-        step = f"step {f['step']}" if f["step"] is not None else "an unrecorded step"
-        return f"non-finite values (NaN/Inf) first appeared at {step}{where}{count}{src}; training stopped"
-    if kind == "saturation":
-        act = t.layer_kind[f["l"]]
-        return (f"{f['value']:.0%} of {layer}'s outputs sit at a bound of {act} (median; threshold "
-                f"{f['threshold']:.0%}) from step {f['step']} on; {_window(f)}; its gradient ≈ 0 there")
-    if kind == "dead_units":
-        how = "over its recent-steps window (dead_frac_window)" if f["windowed"] else "on a whole batch"
-        return (f"{f['value']:.0%} of {layer}'s units are dead (inactive {how}; median; threshold "
-                f"{f['threshold']:.0%}) from step {f['step']} on; {_window(f)}")
-    if kind == "update_ratio":
-        what = "learning stalls" if rule == "update_ratio_low" else "updates are unstable"
-        rel = "below" if rule == "update_ratio_low" else "above"
-        return (f"{layer}: update/weight ratio ‖ΔW‖/‖W‖ is {_g(f['value'])} (median), {rel} "
-                f"{_g(f['threshold'])} — {what} (healthy ≈ 1e-3) — from step {f['step']} on; {_window(f)}")
+        return _diverged_message(f, layer)
+    if kind in ("saturation", "dead_units", "update_ratio"):
+        return _layerwise_message(f, t, layer)
     if kind == "failed":
         err = str(f.get("error") or "").strip().splitlines()
         return "run failed" + (f": {err[-1]}" if err else "") + " (no metrics to diagnose)"
@@ -281,9 +360,13 @@ def _lr(cfg: Mapping[str, Any], factor: float) -> str:
     return f" (lr={lr:g} → {lr * factor:g})" if lr else ""
 
 
-def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = None, layer: str = "") -> str:
+def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = None, layer: str = "",
+                *, cause: str = "") -> str:
     """A concrete fix for a finding, tailored by the run's config (activation, init, batch_norm…)."""
     c = config or {}
+    if cause == "vanishing":
+        return (f"fix the vanishing gradient first (see its finding); if updates stay this small, raise the "
+                f"learning rate{_lr(c, 10)}")
     act, init = c.get("activation"), str(c.get("init") or "")
     has_norm = bool(c.get("batch_norm")) or bool(c.get("layer_norm"))
     if kind == "vanishing":
@@ -333,10 +416,15 @@ def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = No
 
 
 def run_verdicts(findings: pd.DataFrame) -> pd.Series:
-    """Run → short verdict: its finding kinds, most serious first ("vanishing, dead_units", "healthy")."""
+    """Run → short verdict: its finding kinds, most serious first ("vanishing, dead_units", "healthy").
+
+    Findings marked as a consequence of another (``cause``) are left out: their cause is listed.
+    """
     if findings.empty:
         return pd.Series(dtype="string", name="verdict")
     rank = {k: i for i, k in enumerate(KINDS)}
+    if "cause" in findings:
+        findings = findings[findings["cause"].fillna("").astype(str).eq("")]
     kinds = findings[["run", "kind"]].drop_duplicates()
     kinds = kinds.assign(_r=kinds["kind"].map(rank)).sort_values(["run", "_r"], kind="stable")
     out = kinds.groupby("run", sort=False)["kind"].agg(", ".join).astype("string")
@@ -345,17 +433,26 @@ def run_verdicts(findings: pd.DataFrame) -> pd.Series:
     return out.rename("verdict")
 
 
-def format_findings(findings: pd.DataFrame, width: int = 110) -> str:
-    """A fixed-width table for the terminal: run, layer, kind, since step, value vs threshold, fix."""
+def format_findings(findings: pd.DataFrame, width: int = 110, *, runs: pd.DataFrame | None = None) -> str:
+    """A fixed-width table for the terminal: run, layer(s), kind, since step, value vs threshold, fix.
+
+    Args:
+        runs: the runs table; when given, runs are labelled by their arm ``name`` (plus a short id
+            when several runs share a name) instead of the bare id.
+    """
     if findings.empty:
         return "no findings"
+    label = _run_labels(findings, runs)
     head = ["run", "layer", "kind", "since", "value vs threshold", "fix"]
     rows = []
-    for f in findings.itertuples(index=False):
-        vs = "" if pd.isna(f.value) else f"{_g(f.value)} {f.op} {_g(f.threshold)}"
-        since = "" if pd.isna(f.step) else str(f.step)
-        rows.append([_clip(str(f.run), 20), _clip(str(f.layer) or "—", 16), str(f.kind), since, vs,
-                     str(f.fix) or "—"])
+    for f in findings.to_dict("records"):
+        kind = str(f["kind"]) + (" ←" + str(f["cause"]) if _str(f.get("cause")) else "")
+        layer = _str(f["layer"]) or "—"
+        n = len(_str(f.get("layers")).split(", ")) if _str(f.get("layers")) and _str(f["layer"]) else 0
+        layer = _clip(layer, 16) + (f" +{n - 1}" if n > 1 else "")
+        since = "" if pd.isna(f["step"]) else str(f["step"])
+        rows.append([_clip(label[str(f["run"])], 24), layer, kind, since, _value_cell(f),
+                     _str(f["fix"]) or "—"])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:-1])]
     lead = sum(widths) + 2 * len(widths)
     fix_w = max(24, width - lead)
@@ -368,7 +465,41 @@ def format_findings(findings: pd.DataFrame, width: int = 110) -> str:
         wrapped = textwrap.wrap(r[-1], fix_w) or [""]
         out.append(line(r[:-1], wrapped[0]).rstrip())
         out.extend((" " * lead + w).rstrip() for w in wrapped[1:])
+    if any(_str(c) for c in findings.get("cause", [])):
+        out.append("(kind ←cause: a consequence of the run's <cause> finding; severity info)")
     return "\n".join(out)
+
+
+_LABEL = {"grad_norm_total": "‖g‖", "loss": "loss", "nonfinite": "non-finite"}
+
+
+def _value_cell(f: Mapping[str, Any]) -> str:
+    """``value op threshold``; for ``diverged`` what went non-finite (``‖g‖=inf``, ``non-finite=80``)."""
+    v, metric = f["value"], _str(f.get("metric"))
+    if pd.isna(v):
+        return ""
+    if f["kind"] == "diverged" or f["op"] == "is":
+        return f"{_LABEL.get(metric, metric or 'value')}={_g(v)}"
+    return f"{_g(v)} {f['op']} {_g(f['threshold'])}"
+
+
+def _run_labels(findings: pd.DataFrame, runs: pd.DataFrame | None) -> dict[str, str]:
+    """Run id → its arm name (with a short id when names repeat), else the id."""
+    ids = [str(r) for r in dict.fromkeys(findings["run"])]
+    names: dict[str, str] = {}
+    if runs is not None and {"run", "name"} <= set(runs.columns):
+        names = {str(r): _str(n) for r, n in zip(runs["run"], runs["name"], strict=True)}
+    count = pd.Series([names.get(r, "") for r in ids]).value_counts()
+    out = {}
+    for r in ids:
+        n = names.get(r, "")
+        out[r] = r if not n else n if count[n] == 1 else f"{n} ({r[:6]})"
+    return out
+
+
+def _str(x: Any) -> str:
+    """A string cell, with None/NA as ""."""
+    return "" if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
 def _clip(s: str, n: int) -> str:

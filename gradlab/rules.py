@@ -311,7 +311,12 @@ def rule_growth(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> 
 
 
 def rule_layerwise(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> list[dict]:
-    """``saturation``, ``dead_units`` and ``update_ratio``: one finding per affected layer."""
+    """``saturation``, ``dead_units`` and ``update_ratio``: one finding per affected layer.
+
+    Each finding also carries ``n_checked`` (how many of its run's layers the rule could check) and
+    ``noun`` ("dense layers" when those layers share a kind, else "layers"); :func:`aggregate_layers`
+    merges them into one finding per run and rule.
+    """
     out: list[dict] = []
     specs: list[tuple[str, str, Rows, float, str]] = []
     sat = t.get("saturation")
@@ -329,6 +334,12 @@ def rule_layerwise(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) 
         if len(rows.r) == 0:
             continue
         checked[kind][np.unique(rows.r)] = True
+        pairs = np.unique(rows.r * np.int64(len(t.layer_names)) + rows.l)
+        pr, pl = np.divmod(pairs, np.int64(len(t.layer_names)))
+        n_checked = np.bincount(pr, minlength=len(t.runs))
+        kinds: dict[int, set[str]] = {}
+        for r_, k_ in zip(pr.tolist(), t.layer_kind[pl].tolist(), strict=True):
+            kinds.setdefault(r_, set()).add(k_)
         hit = rows.v < thr if op == "<" else rows.v > thr if op == ">" else rows.v >= thr
         gid = group_ids(rows.r, rows.l)
         found = sustained(gid, rows.step, hit, rows.v, th.window, th.majority)
@@ -339,7 +350,31 @@ def rule_layerwise(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) 
                 "value": float(f.value), "op": op, "threshold": thr, "hits": int(f.hits),
                 "span": int(f.span), "lo": int(f.lo), "hi": int(f.hi),
                 "windowed": bool(rows.flag[f.row]) if rows.flag is not None else False,
+                "n_checked": int(n_checked[r]),
+                "noun": f"{next(iter(kinds[r]))} layers" if len(kinds[r]) == 1 else "layers",
             })
+    return out
+
+
+def aggregate_layers(found: list[dict], layer_pos: np.ndarray) -> list[dict]:
+    """One finding per (run, rule) from :func:`rule_layerwise`'s per-layer ones.
+
+    ``l``/``value`` (and the window evidence) are the *worst* layer's — the lowest value for a
+    ``<`` rule, the highest otherwise; on a tie the first in forward order — so ``value op
+    threshold`` still holds for a real layer. ``layers`` lists every affected layer in forward order,
+    ``step`` is the earliest step at which any of them held, and ``per_layer`` keeps the originals.
+    """
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for f in found:
+        groups.setdefault((f["r"], f["rule"]), []).append(f)
+    out = []
+    for g in groups.values():
+        g.sort(key=lambda f: layer_pos[f["l"]])
+        sign = 1.0 if g[0]["op"] == "<" else -1.0
+        worst = min(g, key=lambda f: sign * f["value"])
+        out.append({**worst, "layers": [f["l"] for f in g], "step": min(f["step"] for f in g),
+                    "per_layer": g, "windowed_all": all(f["windowed"] for f in g),
+                    "windowed_any": any(f["windowed"] for f in g)})
     return out
 
 
@@ -353,6 +388,10 @@ def rule_diverged(t: Table, runs: pd.DataFrame | None, code: Mapping[str, int],
     non-finite or whose Σy² overflowed (no finite ``act_std`` at that step), else — the forward pass
     being finite — the layer nearest the output with a non-finite or overflowing gradient (the first
     the backward pass reached), else "" (the loss). This mirrors the monitor's own rule.
+
+    Its value is what went non-finite, first found of: the global gradient norm at that step
+    (``metric`` "grad_norm_total", op "is", threshold NaN), the loss (likewise), the layer's count of
+    NaN/Inf entries (``metric`` "nonfinite", op ">", threshold 0); else NaN (nothing recorded there).
     """
     events: dict[int, dict] = {}
     for name in ("nonfinite", "loss", "grad_norm_total"):
@@ -388,7 +427,8 @@ def rule_diverged(t: Table, runs: pd.DataFrame | None, code: Mapping[str, int],
     # Only the rows at each run's divergence step matter: look those up, not whole columns.
     big = np.int64(1) << 32
     keys = np.array([r * big + (ev["step"] if ev["step"] is not None else -1) for r, ev in events.items()])
-    at = {m: t.at(m, keys) for m in ("nonfinite", "act_std", "grad_in_norm", "grad_norm")}
+    at = {m: t.at(m, keys) for m in ("nonfinite", "act_std", "grad_in_norm", "grad_norm", "loss",
+                                     "grad_norm_total")}
     has_std = t.present.get("act_std", np.zeros(len(t.runs), dtype=bool))
     empty = Rows(*(np.zeros(0, dtype=np.int64),) * 3, np.zeros(0))
 
@@ -400,27 +440,41 @@ def rule_diverged(t: Table, runs: pd.DataFrame | None, code: Mapping[str, int],
         s = ev["step"]
         nfr = rows_at("nonfinite", r, s) if s is not None else empty
         cand, counts = nfr.l, nfr.v
+        # The monitor's rule: a layer's output is bad when it holds a non-finite entry or its
+        # Σy² overflows — exactly when act_std is non-finite (or dropped as NaN).
+        std = rows_at("act_std", r, s) if s is not None else empty
+        fwd = ~np.isin(cand, std.l[np.isfinite(std.v)]) if has_std[r] else np.zeros(len(cand), bool)
+        grads = [rows_at(m, r, s) for m in ("grad_in_norm", "grad_norm")] if s is not None else []
+        overflow = np.concatenate([g.l[~np.isfinite(g.v)] for g in grads] + [np.zeros(0, np.int64)])
+        bwd = (counts > 0) | np.isin(cand, overflow)
         if "layer_name" in ev:
             name = ev["layer_name"]
+            mine = t.layer_names[cand] == name
+            origin = "forward" if fwd[mine].any() else "backward" if bwd[mine].any() else "runs"
+        elif fwd.any():
+            origin = "forward"
+            name = str(t.layer_names[cand[np.argmin(np.where(fwd, t.layer_pos[cand], np.inf))]])
+        elif bwd.any():  # the backward pass runs from the output: the first it reached
+            origin = "backward"
+            name = str(t.layer_names[cand[np.argmax(np.where(bwd, t.layer_pos[cand], -1))]])
         else:
-            # The monitor's rule: a layer's output is bad when it holds a non-finite entry or its
-            # Σy² overflows — exactly when act_std is non-finite (or dropped as NaN).
-            std = rows_at("act_std", r, s) if s is not None else empty
-            fwd = ~np.isin(cand, std.l[np.isfinite(std.v)]) if has_std[r] else np.zeros(len(cand), bool)
-            grads = [rows_at(m, r, s) for m in ("grad_in_norm", "grad_norm")] if s is not None else []
-            overflow = np.concatenate([g.l[~np.isfinite(g.v)] for g in grads] + [np.zeros(0, np.int64)])
-            bwd = (counts > 0) | np.isin(cand, overflow)
-            if fwd.any():
-                name = str(t.layer_names[cand[np.argmin(np.where(fwd, t.layer_pos[cand], np.inf))]])
-            elif bwd.any():  # the backward pass runs from the output: the first it reached
-                name = str(t.layer_names[cand[np.argmax(np.where(bwd, t.layer_pos[cand], -1))]])
-            else:
-                name = ""
-        value = math.nan
+            name, origin = "", "loss"
+        count = math.nan
         if name and len(cand):
             hit = [c for c, n in zip(counts, t.layer_names[cand], strict=True) if n == name]
-            value = float(hit[0]) if hit else math.nan
-        out.append({"r": r, "kind": "diverged", "rule": "diverged", "l": -1, "layer_name": name,
-                    "layers": [], "step": s, "value": value, "op": ">", "threshold": 0.0,
-                    "source": ev["source"]})
+            count = float(hit[0]) if hit else math.nan
+        net: dict[str, float | None] = {}
+        for m in ("grad_norm_total", "loss"):
+            v = rows_at(m, r, s).v if s is not None else np.zeros(0)
+            net[m] = float(v[0]) if len(v) else None  # None: not recorded at that step
+        f = {"r": r, "kind": "diverged", "rule": "diverged", "l": -1, "layer_name": name, "layers": [],
+             "step": s, "value": math.nan, "metric": "", "op": "", "threshold": math.nan,
+             "source": ev["source"], "origin": origin, "count": count, "g": net["grad_norm_total"],
+             "loss": net["loss"]}
+        bad = [m for m in ("grad_norm_total", "loss") if net[m] is not None and not math.isfinite(net[m])]
+        if bad:
+            f.update(value=net[bad[0]], metric=bad[0], op="is")
+        elif count > 0:
+            f.update(value=count, metric="nonfinite", op=">", threshold=0.0)
+        out.append(f)
     return out

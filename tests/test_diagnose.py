@@ -162,8 +162,12 @@ def test_diverged_forward_origin_is_the_earliest_layer_with_a_non_finite_output(
                  ("r", s, "dense_2", "nonfinite", 90.0 if bad else 0.0)]
         if not bad:
             rows += [("r", s, "relu_1", "act_std", 0.2), ("r", s, "dense_2", "act_std", 0.3)]
-    d = only(diagnose(tidy(rows)), "r", "diverged")
+    f = diagnose(tidy(rows))
+    d = only(f, "r", "diverged")
     assert d["step"] == 2 and d["layer"] == "relu_1" and d["value"] == 80 and d["severity"] == "error"
+    assert (d["metric"], d["op"], d["threshold"]) == ("nonfinite", ">", 0)
+    assert "80 non-finite entries (NaN/Inf) first appeared at step 2 in relu_1" in d["message"]
+    assert "non-finite=80" in format_findings(f)
 
 
 def test_an_overflowing_output_norm_counts_as_the_forward_origin():
@@ -188,14 +192,23 @@ def test_an_overflowing_gradient_norm_counts_for_the_backward_origin():
     rows = [("r", 0, n, "act_std", 1.0) for n in ("dense_0", "relu_1", "dense_2")]
     rows += [("r", 0, n, "nonfinite", 0.0) for n in ("dense_0", "relu_1", "dense_2")]
     rows += [("r", 0, "relu_1", "grad_in_norm", float("inf")), ("r", 0, "", "grad_norm_total", float("inf"))]
-    d = only(diagnose(tidy(rows)), "r", "diverged")
-    assert d["layer"] == "relu_1" and "overflowed" in d["message"]
+    f = diagnose(tidy(rows))
+    d = only(f, "r", "diverged")
+    assert d["layer"] == "relu_1" and "gradient norm overflowed" in d["message"]
+    assert "norm overflow" in d["message"] and "‖g‖=inf" in d["message"]
+    # the value is what went non-finite — the global gradient norm — not a NaN/Inf count of 0
+    assert d["value"] == math.inf and (d["metric"], d["op"]) == ("grad_norm_total", "is")
+    assert math.isnan(d["threshold"])
+    text = format_findings(f)
+    assert "‖g‖=inf" in text and "0 > 0" not in text
 
 
 def test_diverged_from_a_non_finite_loss_alone():
     rows = series("r", "", "loss", [1.0, 0.9, float("inf")])
-    d = only(diagnose(tidy(rows)), "r", "diverged")
+    f = diagnose(tidy(rows))
+    d = only(f, "r", "diverged")
     assert d["step"] == 2 and d["layer"] == "" and "in the loss" in d["message"]
+    assert d["value"] == math.inf and d["metric"] == "loss" and "loss=inf" in format_findings(f)
 
 
 def test_runs_table_divergence_takes_precedence():
@@ -204,6 +217,7 @@ def test_runs_table_divergence_takes_precedence():
                          "diverged_layer": ["relu_7"], "lr": [3.0]})
     d = only(diagnose(tidy(rows), runs), "r", "diverged")
     assert d["step"] == 2 and d["layer"] == "relu_7" and "runs table" in d["message"]
+    assert math.isnan(d["value"])  # relu_7 recorded nothing at step 2: no value to show
     assert "lr=3 → 0.3" in d["fix"]
 
 
@@ -214,8 +228,9 @@ def test_saturation_edges_per_layer():
     rows = series("r", "tanh_1", "saturation", [0.51] * 4) + series("r", "tanh_3", "saturation", [0.49] * 4)
     f = diagnose(tidy(rows))
     s = only(f, "r", "saturation")
-    assert s["layer"] == "tanh_1" and s["value"] == pytest.approx(0.51) and s["op"] == "≥"
-    assert "tanh" in s["message"] and s["severity"] == "warning"
+    assert s["layer"] == "tanh_1" and s["layers"] == "tanh_1" and s["value"] == pytest.approx(0.51)
+    assert s["op"] == "≥" and s["metric"] == "saturation"
+    assert "tanh_1 (1 of 2 tanh layers)" in s["message"] and s["severity"] == "warning"
 
 
 def test_dead_units_prefers_the_window_metric():
@@ -224,8 +239,13 @@ def test_dead_units_prefers_the_window_metric():
     rows += series("r", "relu_3", "dead_frac", [0.51] * 3) + series("r", "relu_5", "dead_frac", [0.49] * 3)
     rows += series("r", "relu_7", "dead_frac_window", [0.6] * 3)
     f = diagnose(tidy(rows))
-    dead = f[f["kind"] == "dead_units"]
+    d = only(f, "r", "dead_units")
+    assert d["layers"] == "relu_3, relu_7" and d["layer"] == "relu_7" and d["value"] == pytest.approx(0.6)
+    assert d["metric"] == "dead_frac_window" and "2 of 4 relu layers" in d["message"]
+    assert "where recorded, else on a whole batch" in d["message"]
+    dead = diagnose(tidy(rows), detail=True).query("kind == 'dead_units'")
     assert dead["layer"].tolist() == ["relu_3", "relu_7"]
+    assert dead["metric"].tolist() == ["dead_frac", "dead_frac_window"]
     assert "dead_frac_window" in dead["message"].iloc[1] and "whole batch" in dead["message"].iloc[0]
 
 
@@ -236,10 +256,68 @@ def test_update_ratio_low_and_high_edges_median_over_the_window():
     # alternating 1e-7 / 1e-3 over 9 steps: 5 of 9 low, median 1e-7
     rows += series("r", "dense_8", "update_ratio", [1e-7, 1e-3] * 4 + [1e-7])
     f = diagnose(tidy(rows))
-    u = f[f["kind"] == "update_ratio"].set_index("layer")
-    assert sorted(u.index) == ["dense_0", "dense_4", "dense_8"]
-    assert u.loc["dense_0", "rule"] == "update_ratio_low" and u.loc["dense_4", "rule"] == "update_ratio_high"
-    assert u.loc["dense_8", "value"] == pytest.approx(1e-7)
+    u = f[f["kind"] == "update_ratio"].set_index("rule")
+    assert sorted(u.index) == ["update_ratio_high", "update_ratio_low"]
+    assert u.loc["update_ratio_low", "layers"] == "dense_0, dense_8"
+    assert u.loc["update_ratio_low", "layer"] == "dense_8"  # the worst
+    assert u.loc["update_ratio_low", "value"] == pytest.approx(1e-7)
+    assert u.loc["update_ratio_high", "layers"] == "dense_4"
+    assert u.loc["update_ratio_high", "value"] == pytest.approx(0.11)
+    per_layer = diagnose(tidy(rows), detail=True).query("kind == 'update_ratio'").set_index("layer")
+    assert sorted(per_layer.index) == ["dense_0", "dense_4", "dense_8"]
+    assert per_layer.loc["dense_0", "value"] == pytest.approx(0.9e-5)
+
+
+# -- one finding per run and rule --------------------------------------------------------------
+
+
+def test_k_affected_layers_give_one_row_listing_them_in_forward_order():
+    rows = []
+    # dense_10 sorts before dense_2 lexically; dense_2 holds from step 4 only but is the worst;
+    # dense_6 is healthy; dense_0 holds from step 1.
+    for layer, vals in [("dense_0", [1e-3] + [1e-6] * 11), ("dense_2", [1e-3] * 4 + [1e-9] * 8),
+                        ("dense_6", [1e-3] * 12), ("dense_10", [1e-7] * 12)]:
+        rows += series("a", layer, "update_ratio", vals)
+    rows += series("b", "dense_0", "update_ratio", [1e-6] * 3)  # another run stays apart
+    f = diagnose(tidy(rows))
+    low = f[f["rule"] == "update_ratio_low"]
+    assert low["run"].tolist() == ["a", "b"]
+    a = only(f, "a", "update_ratio")
+    assert a["layers"] == "dense_0, dense_2, dense_10"
+    assert a["layer"] == "dense_2" and a["value"] == pytest.approx(1e-9)
+    assert a["step"] == 0  # dense_10, from step 0 (dense_2 only from 4)
+    assert "in 3 of 4 dense layers (dense_0, dense_2, dense_10; worst 1e-09 at dense_2" in a["message"]
+    assert "from step 0 on" in a["message"]
+    assert only(f, "b", "update_ratio")["layers"] == "dense_0"
+    detail = diagnose(tidy(rows), detail=True)
+    rows_a = detail[(detail["run"] == "a") & (detail["kind"] == "update_ratio")]
+    per_layer = dict(zip(rows_a["layer"], rows_a["step"], strict=True))
+    assert per_layer == {"dense_0": 1, "dense_2": 4, "dense_10": 0}
+    assert "dense_2 +2" in format_findings(f)
+
+
+def test_update_ratio_explained_by_another_finding_is_kept_but_marked():
+    rows = ratio_rows("van", [1e-6] * 3) + series("van", "dense_0", "update_ratio", [1e-8] * 3)
+    rows += ratio_rows("slow", [1.0] * 3) + series("slow", "dense_0", "update_ratio", [1e-8] * 3)
+    rows += series("div", "dense_0", "update_ratio", [5.0] * 3) + series("div", "", "loss", [1, 2, math.nan])
+    rows += series("exp", "dense_0", "update_ratio", [5.0] * 3)
+    rows += series("exp", "", "grad_norm_total", [1.0, 1e2, 1e4])
+    rows += ratio_rows("exp_low", [100.0] * 3) + series("exp_low", "dense_0", "update_ratio", [1e-8] * 3)
+    runs = pd.DataFrame({"run": ["van", "slow"], "lr": [0.1, 0.1]})
+    f = diagnose(tidy(rows), runs)
+    van = only(f, "van", "update_ratio")
+    assert (van["cause"], van["severity"]) == ("vanishing", "info")
+    assert van["message"].endswith("a consequence of the vanishing gradient (see that finding)")
+    assert "fix the vanishing gradient first" in van["fix"] and "lr=0.1 → 1" in van["fix"]
+    slow = only(f, "slow", "update_ratio")
+    assert (slow["cause"], slow["severity"]) == ("", "warning") and "consequence" not in slow["message"]
+    assert only(f, "div", "update_ratio")["cause"] == "diverged"
+    assert only(f, "exp", "update_ratio")["cause"] == "exploding"
+    assert only(f, "exp_low", "update_ratio")["cause"] == ""  # small updates are not explained by exploding
+    v = run_verdicts(f)
+    assert v["van"] == "vanishing" and v["slow"] == "update_ratio" and v["div"] == "diverged"
+    assert v["exp_low"] == "exploding, update_ratio"
+    assert "update_ratio ←vanishing" in format_findings(f)
 
 
 # -- healthy, failed, missing data ------------------------------------------------------------
@@ -359,6 +437,8 @@ def test_run_verdicts(mixed):
     assert v.to_dict() == {"a-very-long-run-identifier-0001": "vanishing, saturation", "b": "healthy",
                            "c": "diverged"}
     assert list(KINDS).index("diverged") < list(KINDS).index("vanishing")
+    # findings built by hand (the report's tests) may lack the newer columns
+    assert run_verdicts(mixed.drop(columns=["cause", "metric"])).equals(v)
 
 
 def test_format_findings_is_a_readable_fixed_width_table(mixed):
@@ -367,9 +447,22 @@ def test_format_findings_is_a_readable_fixed_width_table(mixed):
     assert lines[0].split() == ["run", "layer", "kind", "since", "value", "vs", "threshold", "fix"]
     assert all(len(line) <= 100 for line in lines)
     assert "1e-06 < 0.001" in text and "0.95 ≥ 0.5" in text
-    assert "a-very-long-run-ide…" in text  # long ids are clipped
+    assert "a-very-long-run-identif…" in text  # long ids are clipped
     assert "ReLU-family" in text and "residual" in text  # the long fix wrapped, not cut
+    assert "loss=inf" in text  # diverged: what went non-finite, not "value > threshold"
     assert format_findings(mixed.iloc[:0]) == "no findings"
+
+
+def test_format_findings_labels_runs_by_arm_name(mixed):
+    runs = pd.DataFrame({"run": ["a-very-long-run-identifier-0001", "b", "c", "d"],
+                         "name": ["sigmoid-deep", "", "relu-lr10", "relu-lr10"]})
+    text = format_findings(mixed, width=100, runs=runs)
+    rows = [line.split()[0] for line in text.splitlines()[2:] if line[:1] != " "]
+    assert rows == ["sigmoid-deep", "sigmoid-deep", "b", "relu-lr10"]  # unnamed: the id
+    assert "a-very-long" not in text and all(len(line) <= 100 for line in text.splitlines())
+    both = pd.concat([mixed, mixed[mixed["run"] == "c"].assign(run="d")], ignore_index=True)
+    text = format_findings(both, runs=runs)
+    assert "relu-lr10 (c)" in text and "relu-lr10 (d)" in text  # repeated names: plus a short id
 
 
 def test_json_round_trip(mixed):
@@ -379,6 +472,8 @@ def test_json_round_trip(mixed):
     healthy = next(r for r in records if r["kind"] == "healthy")
     assert healthy["step"] is None and healthy["value"] is None
     pd.testing.assert_frame_equal(findings_from_json(text), mixed)
+    old = json.dumps([{k: v for k, v in r.items() if k not in ("metric", "cause")} for r in records])
+    assert findings_from_json(old)["cause"].tolist() == [""] * len(mixed)  # saved before the columns
 
 
 def test_fixes_use_the_run_config(mixed):
@@ -454,3 +549,26 @@ def test_real_run_with_steps_0_is_judged_at_initialisation():
     res, f, _ = _diagnose_run("init_only", depth=20, activation="sigmoid", init="standard", steps=0)
     assert res.metrics["step"].unique().tolist() == [0]
     assert run_verdicts(f).to_dict() == {"init_only": "vanishing"}  # no update: update_ratio skipped
+
+
+def test_real_runs_example_gives_one_row_per_run_and_rule():
+    """The issue's example: deep sigmoid (vanishing), He/ReLU (healthy), lr=50 (diverges)."""
+    from gradlab.config import Config
+    from gradlab.train import run
+
+    cfgs = {"sig": dict(activation="sigmoid", init="standard", depth=20, steps=30),
+            "ok": dict(activation="relu", init="he_normal", depth=5, steps=30),
+            "div": dict(activation="relu", init="he_normal", lr=50.0, steps=50, depth=5)}
+    res = {k: run(Config(width=32, **c), run_id=k) for k, c in cfgs.items()}
+    assert res["div"].status == "diverged"
+    f = diagnose(pd.concat([r.metrics for r in res.values()], ignore_index=True))
+    assert len(f) <= 6 and not f.duplicated(["run", "rule"]).any()
+    assert run_verdicts(f).to_dict() == {"div": "diverged, exploding", "ok": "healthy", "sig": "vanishing"}
+    low = only(f, "sig", "update_ratio")
+    assert low["cause"] == "vanishing" and len(low["layers"].split(", ")) > 10
+    assert low["layer"] == "dense_0" and low["value"] < 1e-10
+    d = only(f, "div", "diverged")
+    assert (d["step"], d["layer"]) == (res["div"].diverged_step, res["div"].diverged_layer)
+    assert not math.isfinite(d["value"]) and d["metric"] in ("grad_norm_total", "loss")
+    text = format_findings(f)
+    assert "0 > 0" not in text and len(text.splitlines()) < 30
