@@ -20,9 +20,7 @@ import contextlib
 import math
 import multiprocessing as mp
 import os
-import platform
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -30,7 +28,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,23 +94,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-@cache
-def _versions() -> dict[str, str]:
-    import numpy
-    import pandas
-    import pyarrow
-
-    import gradlab
-
-    return {
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "pandas": pandas.__version__,
-        "pyarrow": pyarrow.__version__,
-        "gradlab": gradlab.__version__,
-    }
-
-
 def _blas() -> list[dict[str, Any]]:
     from threadpoolctl import threadpool_info
 
@@ -130,36 +110,12 @@ def _default_run(config: Config, run_id: str) -> RunResult:
     return run(config, run_id)
 
 
-def _manifest(config: Config, run_id: str, blas: bool = True) -> dict[str, Any]:
-    """A manifest with every key, filled as for a run that has not succeeded (yet)."""
-    return {
-        "format": store.FORMAT,
-        "run": run_id,
-        "key": config.key(),
-        "name": config.name,
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "status": "failed",
-        "steps_done": None,
-        "diverged_step": None,
-        "diverged_layer": None,
-        "final_loss": None,
-        "wall_time_s": None,
-        "cpu_time_s": None,
-        "started": None,
-        "finished": None,
-        "error": None,
-        "host": socket.gethostname(),
-        "versions": _versions(),
-        "blas": _blas() if blas else [],
-    }
-
-
 def execute(config: Config, run_id: str, run_fn: RunFn | None = None) -> dict[str, Any]:
     """Run one config; return ``{"manifest", "metrics", "hists"}`` (Parquet bytes). A run that raises
     comes back with status "failed", its traceback and no frames: this never raises an Exception."""
     t0 = time.perf_counter()
-    manifest = _manifest(config, run_id)
+    manifest = store.new_manifest(config, run_id)
+    manifest["blas"] = _blas()
     manifest["started"] = _now()
     try:
         cpu0 = time.process_time()
@@ -184,7 +140,7 @@ def execute(config: Config, run_id: str, run_fn: RunFn | None = None) -> dict[st
 
 def _failed(config: Config, run_id: str, error: str) -> dict[str, Any]:
     """The payload of a run that never reported back (its worker died, or Dask gave up on it)."""
-    manifest = _manifest(config, run_id, blas=False)
+    manifest = store.new_manifest(config, run_id)
     manifest.update(error=error, finished=_now())
     return {"manifest": manifest, "metrics": None, "hists": None}
 
@@ -388,7 +344,9 @@ def run_sweep(
         jobs = default_jobs()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
         raise RunnerError(f"jobs={jobs!r} must be an integer >= 0 (0 = run in this process)")
-    unique = list({c.key(): c for c in reversed(configs)}.items())[::-1]
+    unique: dict[str, Config] = {}
+    for c in configs:
+        unique.setdefault(c.key(), c)  # a config given twice runs once, at its first place
     duplicates = len(configs) - len(unique)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -396,9 +354,9 @@ def run_sweep(
     with store.locked(out):
         store.clean_temp_files(out)
         store.write_sweep_file(
-            out, _sweep_info(sweep if isinstance(sweep, Sweep) else None, [c for _, c in unique])
+            out, _sweep_info(sweep if isinstance(sweep, Sweep) else None, list(unique.values()))
         )
-        todo = [(c, k) for k, c in unique if not store.is_finished(out, k)]
+        todo = [(c, k) for k, c in unique.items() if not store.is_finished(out, k)]
         total, skipped = len(unique), len(unique) - len(todo)
         counts: Counter[str] = Counter()
 
@@ -407,23 +365,12 @@ def run_sweep(
             store.write_run(out, m, payload["metrics"], payload["hists"])
             counts[m["status"]] += 1
             if progress is not None:
-                done = skipped + sum(counts.values())
+                ran = sum(counts.values())
                 elapsed = time.perf_counter() - t0
-                eta = elapsed / sum(counts.values()) * (total - done)
-                progress(
-                    Progress(
-                        done,
-                        total,
-                        counts["failed"],
-                        skipped,
-                        elapsed,
-                        eta,
-                        m["run"],
-                        m["name"],
-                        m["status"],
-                        store.float_from_json(m["wall_time_s"]),
-                    )
-                )
+                wall = store.float_from_json(m["wall_time_s"])
+                eta = elapsed / ran * (total - skipped - ran)
+                event = (m["run"], m["name"], m["status"], wall)
+                progress(Progress(skipped + ran, total, counts["failed"], skipped, elapsed, eta, *event))
 
         if progress is not None:
             progress(Progress(skipped, total, 0, skipped, 0.0, None))

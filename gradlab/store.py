@@ -20,13 +20,18 @@ import contextlib
 import json
 import math
 import os
+import platform
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from gradlab.config import Config
 
 MANIFEST = "manifest.json"
 METRICS_FILE = "metrics.parquet"
@@ -156,6 +161,49 @@ def float_to_json(x: float | None) -> float | str | None:
 def float_from_json(x: float | str | None) -> float:
     """Inverse of :func:`float_to_json` (None → NaN)."""
     return math.nan if x is None else float(x)
+
+
+# -- manifests -----------------------------------------------------------------------------------
+@cache
+def _versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import pyarrow
+
+    import gradlab
+
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+        "gradlab": gradlab.__version__,
+    }
+
+
+def new_manifest(config: Config, run_id: str) -> dict[str, Any]:
+    """A run's manifest with every key, filled as for a run that has not succeeded (yet)."""
+    return {
+        "format": FORMAT,
+        "run": run_id,
+        "key": config.key(),
+        "name": config.name,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "status": "failed",
+        "steps_done": None,
+        "diverged_step": None,
+        "diverged_layer": None,
+        "final_loss": None,
+        "wall_time_s": None,
+        "cpu_time_s": None,
+        "started": None,
+        "finished": None,
+        "error": None,
+        "host": socket.gethostname(),
+        "versions": _versions(),
+        "blas": [],  # the BLAS libraries and threads the run had (runner fills it in)
+    }
 
 
 # -- layout --------------------------------------------------------------------------------------

@@ -183,9 +183,10 @@ def test_dask_local_cluster(tmp_path):
 
 def test_duplicate_configs_run_once(tmp_path):
     c = Config(**TINY)
-    s = run_sweep([c, Config(**TINY, seed=1), c], tmp_path, jobs=0)
+    d = Config(**TINY, seed=1)
+    s = run_sweep([c, d, c], tmp_path, jobs=0)
     assert (s.total, s.duplicates, s.ok) == (2, 1, 2)
-    assert len(store.load_results(tmp_path)[0]) == 2
+    assert list(store.load_results(tmp_path)[0]["run"]) == [c.key(), d.key()]
 
 
 @pytest.mark.parametrize(
