@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from gradlab.config import Config, from_dict
-    from gradlab.runner import execute, run_sweep
+    from gradlab.runner import execute, run_sweep, single_blas_thread
     from gradlab.store import load_results, read_manifest
 
     values = _read_config_file(args.config) if args.config else {}
@@ -128,7 +128,8 @@ def _run(args: argparse.Namespace) -> int:
         manifest = read_manifest(args.out, run_id) or {}
         metrics = load_results(args.out)[1] if manifest.get("status") != "failed" else None
     else:
-        payload = execute(config, run_id)
+        with single_blas_thread():
+            payload = execute(config, run_id)
         manifest = payload["manifest"]
         metrics = pd.read_parquet(io.BytesIO(payload["metrics"])) if payload["metrics"] else None
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_info
 
 from gradlab import store
 from gradlab.config import Config
@@ -69,6 +70,7 @@ def test_a_run_is_deterministic_in_process_and_in_a_worker_with_one_blas_thread(
     a, b = run(config), run(config)
     pd.testing.assert_frame_equal(a.metrics, b.metrics)
     pd.testing.assert_frame_equal(a.hists, b.hists)
+    threads_before = threadpool_info()
     env_before = {
         k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
     }
@@ -79,8 +81,10 @@ def test_a_run_is_deterministic_in_process_and_in_a_worker_with_one_blas_thread(
     _, m_worker = store.load_results(tmp_path / "worker")
     pd.testing.assert_frame_equal(m_inline, m_worker)
     pd.testing.assert_frame_equal(m_worker, a.metrics.astype(m_worker.dtypes.to_dict()))
-    blas = manifest(tmp_path / "worker", config)["blas"]
-    assert blas and all(b["num_threads"] == 1 for b in blas), blas
+    for where in ("worker", "inline"):  # spawn env in a worker, threadpoolctl in this process
+        blas = manifest(tmp_path / where, config)["blas"]
+        assert blas and all(b["num_threads"] == 1 for b in blas), (where, blas)
+    assert threadpool_info() == threads_before  # restored after the in-process run
 
 
 def test_a_raising_run_is_recorded_failed_and_the_others_finish_then_rerun_retries_it(tmp_path):
