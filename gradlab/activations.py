@@ -166,11 +166,16 @@ class Activation(Layer):
         self.kind = self.fn.name
         self._x: Array | None = None
         self._y: Array | None = None
+        self._mask: Array | None = None
 
     def forward(self, x: Array) -> Array:
-        y = self.fn.fn(x)
-        if y.dtype != x.dtype:
-            y = y.astype(x.dtype)
+        if self.fn.name == "relu":
+            self._mask = x > 0
+            y = x * self._mask  # faster than np.maximum(x, 0) (no NaN-propagation checks); NaN stays NaN
+        else:
+            y = self.fn.fn(x)
+            if y.dtype != x.dtype:
+                y = y.astype(x.dtype)
         self._x, self._y = x, y
         return y
 
@@ -181,7 +186,7 @@ class Activation(Layer):
         if name == "sigmoid":
             return grad_out * (y * (1.0 - y))  # dx = g ⊙ y(1 − y)
         if name == "relu":
-            return grad_out * (x > 0)  # dx = g ⊙ 1[x > 0]
+            return grad_out * self._mask  # dx = g ⊙ 1[x > 0]
         if name == "identity":
             return grad_out.copy()  # dx = g
         return (grad_out * self.fn.deriv(x)).astype(grad_out.dtype, copy=False)  # dx = g ⊙ φ′(x)

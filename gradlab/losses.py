@@ -15,16 +15,20 @@ def _check_pred(pred: Array) -> None:
         raise ValueError(f"prediction must be a non-empty (batch, outputs) array, got shape {shape}")
 
 
+def _check_labels(labels: Array, n: int, c: int) -> None:
+    if labels.shape[0] != n:
+        raise ValueError(f"labels has {labels.shape[0]} entries, predictions have batch {n}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"integer labels expected, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{labels.min()}, {labels.max()}]")
+
+
 def _targets_as_probs(logits: Array, labels: Array) -> Array:
     n, c = logits.shape
     labels = np.asarray(labels)
     if labels.ndim == 1:
-        if labels.shape[0] != n:
-            raise ValueError(f"labels has {labels.shape[0]} entries, predictions have batch {n}")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"integer labels expected, got dtype {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() >= c):
-            raise ValueError(f"labels must lie in [0, {c - 1}], got range [{labels.min()}, {labels.max()}]")
+        _check_labels(labels, n, c)
         onehot = np.zeros_like(logits)
         onehot[np.arange(n), labels] = 1.0
         return onehot
@@ -42,11 +46,21 @@ def log_softmax(logits: Array) -> Array:
 def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[float, Array]:
     """Mean cross-entropy of softmax(logits) against integer labels or one-hot rows."""
     _check_pred(logits)
-    target = _targets_as_probs(logits, labels)
-    logp = log_softmax(logits)
     n = logits.shape[0]
-    value = float(-(target * logp).sum() / n)
-    return value, (np.exp(logp) - target) / logits.dtype.type(n)  # ∂/∂z = (softmax(z) − y)/N
+    logp = log_softmax(logits)
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        _check_labels(labels, n, logits.shape[1])
+        rows = np.arange(n)
+        value = float(-logp[rows, labels].sum() / n)
+        grad = np.exp(logp)
+        grad[rows, labels] -= 1.0
+    else:
+        target = _targets_as_probs(logits, labels)
+        value = float(-(target * logp).sum() / n)
+        grad = np.exp(logp) - target
+    grad /= logits.dtype.type(n)  # ∂/∂z = (softmax(z) − y)/N
+    return value, grad
 
 
 def mse(pred: Array, target: Array) -> tuple[float, Array]:

@@ -29,7 +29,10 @@ def _decays(name: str) -> bool:
 
 
 class Optimizer:
-    """Base class: holds the learning rate, the weight decay and per-parameter state."""
+    """Base class: holds the learning rate, the weight decay and per-parameter state.
+
+    The arrays returned by :meth:`step` are buffers reused at the next step: read them before it.
+    """
 
     def __init__(self, lr: float, weight_decay: float = 0.0, decoupled: bool = False) -> None:
         self.lr = _positive("lr", lr)
@@ -37,8 +40,10 @@ class Optimizer:
         self.decoupled = decoupled
         self.state: dict[str, dict[str, Array]] = {}
         self.t = 0
+        self._buffers: dict[str, tuple[Array, Array]] = {}
 
-    def _direction(self, name: str, p: Array, g: Array) -> Array:
+    def _update(self, name: str, g: Array, out: Array) -> None:
+        """Write the update ΔW for gradient ``g`` (before decoupled decay) into ``out``."""
         raise NotImplementedError
 
     def step(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> dict[str, Array]:
@@ -49,13 +54,19 @@ class Optimizer:
         updates: dict[str, Array] = {}
         for name, p in params.items():
             g = grads[name]
+            bufs = self._buffers.get(name)
+            if bufs is None or bufs[0].shape != p.shape or bufs[0].dtype != p.dtype:
+                bufs = self._buffers[name] = (np.empty_like(p), np.empty_like(p))
+            delta, tmp = bufs
             wd = self.weight_decay if _decays(name) else 0.0
             if wd and not self.decoupled:
-                g = g + wd * p  # coupled L2: ∇(L + ½λ‖W‖²)
-            delta = self._direction(name, p, g)
-            delta *= -self.lr
+                np.multiply(p, wd, out=tmp)
+                tmp += g  # coupled L2: ∇(L + ½λ‖W‖²) = g + λW
+                g = tmp
+            self._update(name, g, delta)
             if wd and self.decoupled:
-                delta -= (self.lr * wd) * p  # decoupled decay (Loshchilov & Hutter 2019)
+                np.multiply(p, self.lr * wd, out=tmp)
+                delta -= tmp  # decoupled decay (Loshchilov & Hutter 2019): W ← W − lr·λ·W
             p += delta
             updates[name] = delta
         return updates
@@ -79,16 +90,23 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
 
-    def _direction(self, name: str, p: Array, g: Array) -> Array:
+    def _update(self, name: str, g: Array, out: Array) -> None:
         if self.momentum == 0:
-            return g.copy()
-        v = self.state.setdefault(name, {}).get("v")
+            np.multiply(g, -self.lr, out=out)  # ΔW = −lr·g
+            return
+        st = self.state.setdefault(name, {})
+        v = st.get("v")
         if v is None:
-            v = self.state[name]["v"] = g.copy()  # v₁ = g₁
+            v = st["v"] = g.copy()  # v₁ = g₁
         else:
             v *= self.momentum
             v += g  # v ← μv + g
-        return g + self.momentum * v if self.nesterov else v.copy()
+        if self.nesterov:
+            np.multiply(v, self.momentum, out=out)
+            out += g
+            out *= -self.lr  # ΔW = −lr·(g + μv)
+        else:
+            np.multiply(v, -self.lr, out=out)  # ΔW = −lr·v
 
 
 class Adam(Optimizer):
@@ -109,18 +127,24 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = betas
         self.eps = _positive("eps", eps)
 
-    def _direction(self, name: str, p: Array, g: Array) -> Array:
+    def _update(self, name: str, g: Array, out: Array) -> None:
         st = self.state.setdefault(name, {})
         if "m" not in st:
-            st["m"], st["v"] = np.zeros_like(p), np.zeros_like(p)
+            st["m"], st["v"] = np.zeros_like(g), np.zeros_like(g)
         m, v = st["m"], st["v"]
         m *= self.beta1
         m += (1 - self.beta1) * g  # m ← β₁m + (1−β₁)g
         v *= self.beta2
-        v += (1 - self.beta2) * (g * g)  # v ← β₂v + (1−β₂)g²
-        mhat = m / (1 - self.beta1**self.t)
-        vhat = v / (1 - self.beta2**self.t)
-        return mhat / (np.sqrt(vhat) + self.eps)
+        np.multiply(g, g, out=out)
+        out *= 1 - self.beta2
+        v += out  # v ← β₂v + (1−β₂)g²
+        c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
+        # m̂/(√v̂ + ε) with m̂ = m/c₁, v̂ = v/c₂
+        np.sqrt(v, out=out)
+        out *= 1 / math.sqrt(c2)
+        out += self.eps
+        np.divide(m, out, out=out)
+        out *= -self.lr / c1  # ΔW = −lr·m̂/(√v̂ + ε)
 
 
 class AdamW(Adam):
