@@ -1,5 +1,6 @@
 """Mean-field predictions for random MLPs at initialisation: fixed points, χ₁, depth scales, the
-order-to-chaos line, Glorot/He variance rules and the per-layer gradient profile to overlay on measurements.
+order-to-chaos line and phase diagram, Glorot/He variance rules and the per-layer gradient profile to overlay
+on measurements (:func:`expected_vs_measured`, from :mod:`gradlab.theory_runs`, does it for recorded runs).
 
 Conventions. Dense layer l computes ``h_l = φ(h_{l−1}) W_l + b_l`` (``h_0 = x W_0 + b_0``) with
 ``W ~ (0, σ_w²/fan_in)`` and ``b ~ N(0, σ_b²)``; ``q_l`` is the variance of one unit of ``h_l`` and
@@ -18,6 +19,7 @@ References (equations quoted where used):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -204,6 +206,33 @@ def critical_sigma_w2(sigma_b2: float, activation: Act, tol: float = 1e-12) -> f
     return 0.5 * (lo + hi)
 
 
+def phase_diagram(
+    activation: Act,
+    sw2_range: tuple[float, float] = (0.25, 4.0),
+    sb2_range: tuple[float, float] = (0.0, 0.5),
+    n: int | tuple[int, int] = 32,
+    log_sw2: bool = False,
+) -> tuple[Array, Array, Array, Array]:
+    """The σ_w² × σ_b² order-to-chaos diagram: ``(sw2_grid, sb2_grid, chi1, critical_sw2)``.
+
+    ``chi1[i, j]`` is χ₁ at (σ_b² = ``sb2_grid[i]``, σ_w² = ``sw2_grid[j]``) and ``critical_sw2[i]`` the
+    σ_w² where χ₁ = 1 at ``sb2_grid[i]`` (nan where there is no transition) — Poole et al. (2016)
+    Fig. 2, Schoenholz et al. (2017) Fig. 1. ``n`` points per axis, or ``(n_sw2, n_sb2)``;
+    ``log_sw2`` spaces σ_w² geometrically. Cost: ~1 ms per grid point and ~30 ms per σ_b² row.
+    """
+    n_w, n_b = (n, n) if isinstance(n, int) else n
+    lo, hi = float(sw2_range[0]), float(sw2_range[1])
+    sw2 = np.geomspace(lo, hi, n_w) if log_sw2 else np.linspace(lo, hi, n_w)
+    sb2 = np.linspace(float(sb2_range[0]), float(sb2_range[1]), n_b)
+    act = _act(activation)
+    chi = np.array([[chi_1(a, b, act) for a in sw2] for b in sb2])
+    crit = np.full(n_b, math.nan)
+    for i, b in enumerate(sb2):
+        with contextlib.suppress(ValueError):  # no transition at this σ_b²: stays nan
+            crit[i] = critical_sigma_w2(b, act, tol=1e-9)
+    return sw2, sb2, chi, crit
+
+
 def gradient_factors(q: float | Array, sigma_w2: float | Array, activation: Act) -> float | Array:
     """σ_w² E[φ′(√q z)²] = ‖∂L/∂h_l‖²/‖∂L/∂h_{l+1}‖² for h_l of variance q, σ_w² of layer l+1 (squared norms).
 
@@ -340,9 +369,20 @@ def compare_profile(
     return pd.DataFrame({"layer_index": np.arange(m.size), "predicted": p / p[-1], "measured": m / m[-1]})
 
 
+def __getattr__(name: str) -> object:
+    # expected_vs_measured works on frames: it lives in gradlab.theory_runs, which imports this module
+    # (and pandas), so it is loaded on first use rather than imported here.
+    if name == "expected_vs_measured":
+        from gradlab.theory_runs import expected_vs_measured
+
+        return expected_vs_measured
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Q_HUGE", "Q_TINY", "BNGradientRates", "bn_gradient_rate", "bn_rates", "c_star", "chi_1", "chi_c",
-    "compare_profile", "correlation_map", "critical_sigma_w2", "depth_scales", "gaussian_expectation",
-    "gradient_factors", "layer_sigma_w2", "length_map", "predicted_profile", "q_star", "q_trajectory",
-    "sigma_params", "variance_factors",
+    "compare_profile", "correlation_map", "critical_sigma_w2", "depth_scales",
+    "expected_vs_measured",  # noqa: F822 (loaded on first use by __getattr__)
+    "gaussian_expectation", "gradient_factors", "layer_sigma_w2", "length_map", "phase_diagram",
+    "predicted_profile", "q_star", "q_trajectory", "sigma_params", "variance_factors",
 ]

@@ -344,3 +344,99 @@ def test_activations_registry_is_fully_supported():
         assert np.isfinite(T.chi_1(1.5, 0.1, act))
         assert np.isfinite(bn_gradient_rate(name, 16))
         assert T.predicted_profile(name, 3, 1.5, 0.1).shape == (4,)
+
+
+# -- expected vs measured on recorded runs ------------------------------------------------------
+
+REAL_BASE = dict(depth=10, width=256, steps=0, dataset="gaussian", input_dim=256, n_classes=32, n_samples=64,
+                 batch_size=64)
+REAL_ARMS = {
+    "tanh-ordered": dict(activation="tanh", init="normal", weight_scale=0.8, bias_scale=0.1),
+    "relu-glorot": dict(activation="relu", init="glorot_uniform"),
+    "bn-relu": dict(activation="relu", init="he_normal", batch_norm=True),
+    # skipped before their metrics are read, so they can be small
+    "residual": dict(activation="relu", init="he_normal", residual=True, depth=2, width=16),
+    "dropout": dict(activation="relu", init="he_normal", dropout=0.1, depth=2, width=16),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def real_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Five real runs at initialisation (three the theory covers, two it skips) and one failed row."""
+    from gradlab.config import Config
+    from gradlab.train import run
+
+    rows, frames = [], []
+    for name, arm in REAL_ARMS.items():
+        res = run(Config(name=name, **{**REAL_BASE, **arm}), run_id=name)
+        rows.append({"run": res.run, **res.config.to_dict(), "status": res.status,
+                     "diverged_step": res.diverged_step, "final_loss": res.final_loss})
+        frames.append(res.metrics)
+    rows.append({**rows[0], "run": "failed", "name": "failed", "status": "failed"})
+    return pd.DataFrame(rows).drop(columns="record_layers"), pd.concat(frames, ignore_index=True)
+
+
+def test_expected_vs_measured_on_real_runs():
+    # Tolerance 0.15 on |log(measured/predicted)| at every layer. Over seeds 0–9 of these configs the
+    # worst layer was 0.05 (tanh), 0.10 (ReLU/Glorot; mean 0.067, sd 0.024) and 0.08 (BN-ReLU); seed 0
+    # gives 0.02, 0.04, 0.04. n_classes = 32 because ∂L/∂logits has rank ≤ n_classes: with 3 classes each
+    # layer's ratio rests on ~3·width directions, noise √(2/(3·256)) per layer compounding over the
+    # depth (worst 0.31 over 10 seeds for tanh). The predicted profiles span e^-3 … e^1.5, so a flat or
+    # inverted prediction, or one shifted by a layer, fails.
+    runs, metrics = real_runs()
+    ev = T.expected_vs_measured(runs, metrics)
+    assert list(ev.columns) == ["run", "layer_index", "layer", "predicted", "measured", "ratio", "q_in",
+                                "reason"]
+    ok = ev[ev["reason"] == ""]
+    assert sorted(ok["run"].unique()) == ["bn-relu", "relu-glorot", "tanh-ordered"]
+    for run, g in ok.groupby("run"):
+        step = 3 if run == "bn-relu" else 2  # dense_0, bn_1, relu_2, dense_3 …
+        assert g["layer_index"].tolist() == list(range(11))
+        assert g["layer"].tolist() == [f"dense_{step * i}" for i in range(11)]
+        assert g["predicted"].iloc[-1] == g["measured"].iloc[-1] == 1.0 and (g["q_in"] == 1.0).all()
+        assert np.abs(np.log(g["ratio"])).max() < 0.15, run
+    first = ok.groupby("run")["predicted"].first()
+    assert first["tanh-ordered"] < 0.1 and first["relu-glorot"] < 0.1 and first["bn-relu"] > 3
+    skipped = ev[ev["reason"] != ""].set_index("run")["reason"]
+    assert skipped.to_dict() == {"residual": "residual connections: no mean-field profile here",
+                                 "dropout": "dropout: no mean-field profile here", "failed": "the run failed"}
+    assert ev.loc[ev["reason"] != "", "layer_index"].isna().all()
+
+
+def test_expected_vs_measured_estimates_q_in_and_says_why_it_skips():
+    runs, metrics = real_runs()
+    tanh = runs[runs["run"] == "tanh-ordered"]
+    m = metrics[metrics["run"] == "tanh-ordered"]
+    # not an N(0, I) dataset: q_in from dense_0's measured second moment (≈ 1 for these inputs)
+    ev = T.expected_vs_measured(tanh.assign(dataset="blobs"), m)
+    assert ev["q_in"].iloc[0] == pytest.approx(1.0, rel=0.1) and (ev["reason"] == "").all()
+    # with batch norm that estimate cannot give the per-feature batch variance: layer 0 stays nan
+    bn = runs[runs["run"] == "bn-relu"]
+    ev = T.expected_vs_measured(bn.assign(dataset="blobs"), metrics[metrics["run"] == "bn-relu"])
+    assert np.isnan(ev["predicted"].iloc[0]) and np.isfinite(ev["predicted"].iloc[1:]).all()
+    no_act = m[~m["metric"].isin(["act_mean", "act_std"])]
+    cases = {
+        "q_in needs dense_0": (tanh.assign(dataset="blobs"), no_act),
+        "recorded for 10 of the 11": (tanh, m[m["layer"] != "dense_20"]),
+        "no step-0 metrics": (tanh, m[m["step"] > 0]),
+        "zero weights": (tanh.assign(weight_scale=0.0), m),
+        "batch size 2 < 4": (bn.assign(batch_size=2), m.assign(run="bn-relu")),
+        "has no init": (tanh.drop(columns="init"), m),
+    }
+    for reason, (r, mm) in cases.items():
+        out = T.expected_vs_measured(r, mm)
+        assert len(out) == 1 and reason in out["reason"].iloc[0], (reason, out["reason"].iloc[0])
+    assert T.expected_vs_measured(runs[:0], metrics).empty
+
+
+def test_phase_diagram_matches_chi_1_and_the_critical_line():
+    sw2, sb2, chi, crit = T.phase_diagram("tanh", (0.5, 4.0), (0.0, 0.3), n=(4, 3))
+    assert chi.shape == (3, 4) and crit.shape == (3,)
+    assert sw2.tolist() == pytest.approx([0.5, 5 / 3, 17 / 6, 4.0])
+    assert sb2.tolist() == pytest.approx([0, 0.15, 0.3])
+    assert chi[2, 1] == pytest.approx(T.chi_1(sw2[1], sb2[2], "tanh"), rel=1e-12)
+    assert crit[0] == pytest.approx(1.0, abs=1e-8)  # tanh, σ_b² = 0
+    assert crit[2] == pytest.approx(T.critical_sigma_w2(0.3, "tanh"), rel=1e-8)
+    g = T.phase_diagram("relu", (1.0, 4.0), (0.0, 0.1), n=3, log_sw2=True)
+    assert g[0] == pytest.approx([1.0, 2.0, 4.0]) and g[2] == pytest.approx(np.tile([0.5, 1.0, 2.0], (3, 1)))
+    assert g[3] == pytest.approx([2.0, 2.0, 2.0])
