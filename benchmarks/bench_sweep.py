@@ -26,6 +26,7 @@ def _busy(kind: str, seconds: float, start: mp.Event, out: mp.Queue) -> None:
 
     a, b = np.ones((128, 64)), np.ones((64, 64))
     start.wait()
+    cpu0 = time.process_time()
     n, t_end = 0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         if kind == "python":
@@ -36,11 +37,11 @@ def _busy(kind: str, seconds: float, start: mp.Event, out: mp.Queue) -> None:
             for _ in range(20):
                 a @ b
         n += 1
-    out.put(n)
+    out.put((n, time.process_time() - cpu0))
 
 
-def busy_throughput(kind: str, procs: int, seconds: float) -> float:
-    """Units of work per second done by ``procs`` concurrent single-threaded processes."""
+def busy_throughput(kind: str, procs: int, seconds: float) -> tuple[float, float]:
+    """(units of work per second, CPU seconds per second) of ``procs`` concurrent 1-thread processes."""
     from gradlab.runner import BLAS_ENV, _child_env
 
     ctx = mp.get_context("spawn")
@@ -51,10 +52,10 @@ def busy_throughput(kind: str, procs: int, seconds: float) -> float:
             p.start()
     time.sleep(1.0)  # let them import numpy before the clock starts
     start.set()
-    total = sum(out.get() for _ in ps)
+    results = [out.get() for _ in ps]
     for p in ps:
         p.join()
-    return total / seconds
+    return sum(r[0] for r in results) / seconds, sum(r[1] for r in results) / seconds
 
 
 def cpu_times() -> list[int] | None:
@@ -95,10 +96,10 @@ def sweep_rate(configs: list, jobs: int) -> tuple[float, float, float, list]:
 def probe(seconds: float) -> None:
     """Print the 2-core indicator: combined throughput of two busy processes vs one."""
     for kind in ("python", "numpy"):
-        one = busy_throughput(kind, 1, seconds)
-        two = busy_throughput(kind, 2, seconds)
+        (one, cpu1), (two, cpu2) = busy_throughput(kind, 1, seconds), busy_throughput(kind, 2, seconds)
         print(
-            f"  two busy {kind:>6} processes vs one: {two / one:.2f}x combined throughput (2.0 = two cores)"
+            f"  two busy {kind:>6} processes vs one: {two / one:.2f}x combined throughput "
+            f"(2.0 = two cores); on a CPU {cpu1:.0%} alone, {cpu2:.0%} together (200% = both cores free)"
         )
 
 
