@@ -1,40 +1,102 @@
-"""gradlab: find where gradients vanish or explode in deep networks, why, and which fix works."""
+"""gradlab: find where gradients vanish or explode in deep networks, why, and which fix works.
+
+The public surface. ``import gradlab`` loads numpy only; pandas-based pieces (diagnosis, reports)
+load on first use, and matplotlib only when a chart is drawn.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 from gradlab.activations import ACTIVATIONS, Activation, get_activation
-from gradlab.hooks import Monitor, StepInfo
+from gradlab.config import Config, ConfigError
+from gradlab.hooks import Handle, Monitor, StepInfo
 from gradlab.init import INITS, calculate_gain, init_weights
 from gradlab.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Residual
 from gradlab.losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
+from gradlab.monitor import GradientMonitor, Observer
 from gradlab.network import Network, mlp
 from gradlab.optim import SGD, Adam, AdamW, clip_grad_norm, clip_grad_value, make_optimizer
+from gradlab.records import METRICS
+from gradlab.runner import run_sweep
+from gradlab.store import load_hists, load_results
+from gradlab.sweep import Sweep, SweepError, load_sweep
+from gradlab.train import RunResult, run, train_loop
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "diagnose": ("gradlab.diagnose", "diagnose"),
+    "Thresholds": ("gradlab.diagnose", "Thresholds"),
+    "format_findings": ("gradlab.diagnose", "format_findings"),
+    "findings_to_json": ("gradlab.diagnose", "findings_to_json"),
+    "run_verdicts": ("gradlab.diagnose", "run_verdicts"),
+    "write_report": ("gradlab.report", "write_report"),
+    "load_and_report": ("gradlab.report", "load_and_report"),
+    "theory": ("gradlab.theory", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the pandas-based parts (diagnosis, reports) and theory on first use."""
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        mod = import_module(module)
+        value = mod if attr is None else getattr(mod, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gradlab' has no attribute {name!r}")
+
 
 __all__ = [
     "ACTIVATIONS",
     "INITS",
+    "METRICS",
     "SGD",
     "Activation",
     "Adam",
     "AdamW",
     "BatchNorm",
+    "Config",
+    "ConfigError",
     "Dense",
     "Dropout",
+    "GradientMonitor",
+    "Handle",
     "Layer",
     "LayerNorm",
     "Monitor",
     "Network",
+    "Observer",
     "Residual",
+    "RunResult",
     "StepInfo",
+    "Sweep",
+    "SweepError",
+    "Thresholds",
     "__version__",
     "binary_cross_entropy_with_logits",
     "calculate_gain",
     "clip_grad_norm",
     "clip_grad_value",
+    "diagnose",
+    "findings_to_json",
+    "format_findings",
     "get_activation",
     "init_weights",
+    "load_and_report",
+    "load_hists",
+    "load_results",
+    "load_sweep",
     "make_optimizer",
     "mlp",
     "mse",
+    "run",
+    "run_sweep",
+    "run_verdicts",
     "softmax_cross_entropy",
+    "theory",
+    "train_loop",
+    "write_report",
 ]

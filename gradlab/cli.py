@@ -29,27 +29,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-# -- demo -----------------------------------------------------------------------------------------------
-def _demo(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from gradlab.losses import softmax_cross_entropy
-    from gradlab.network import mlp
-
-    rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((args.batch, 16))
-    y = rng.integers(0, 4, args.batch)
-    for activation, init in (("sigmoid", "standard"), ("relu", "he_normal")):
-        net = mlp(16, 4, depth=args.depth, width=64, activation=activation, init=init, rng=args.seed)
-        _, g = softmax_cross_entropy(net.forward(x), y)
-        net.backward(g)
-        print(f"{activation} / {init}, depth {args.depth}: ‖∂L/∂W‖ per dense layer at initialisation")
-        for name, grad in net.grads().items():
-            if name.endswith(".W"):
-                print(f"  {name:<12} {np.linalg.norm(grad):.3e}")
-    return 0
-
-
 # -- run ------------------------------------------------------------------------------------------------
 def parse_set(item: str) -> tuple[str, Any]:
     """``key=value`` → (key, value): the value is a TOML literal; string fields also take bare words."""
@@ -232,17 +211,50 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if s.failed else 0
 
 
+# -- report -------------------------------------------------------------------------------------------
+def _report(args: argparse.Namespace) -> int:
+    from gradlab.report import load_and_report
+
+    runs_dir = Path(args.runs_dir)
+    if not runs_dir.is_dir():
+        raise ValueError(
+            f"RUNS_DIR {str(runs_dir)!r} is not a folder (make one with 'gradlab sweep FILE --out DIR')"
+        )
+    out = Path(args.out) if args.out else Path("reports") / runs_dir.name
+    kwargs: dict[str, Any] = {"group_by": args.group_by}
+    if args.title:
+        kwargs["title"] = args.title
+    index = load_and_report(runs_dir, out, **kwargs)
+    print(f"gradlab: report written to {index}", file=sys.stderr)
+    return 0
+
+
+# -- diagnose -----------------------------------------------------------------------------------------
+def _diagnose(args: argparse.Namespace) -> int:
+    from gradlab.diagnose import KINDS, diagnose, findings_to_json, format_findings
+    from gradlab.store import load_results
+
+    fail_on = [k.strip() for k in args.fail_on.split(",") if k.strip()] if args.fail_on else []
+    unknown = [k for k in fail_on if k not in KINDS]
+    if unknown:
+        raise ValueError(f"--fail-on {','.join(unknown)} is not a finding kind; allowed: {', '.join(KINDS)}")
+    runs, metrics = load_results(args.runs_dir)
+    findings = diagnose(metrics, runs)
+    width = max(110, shutil.get_terminal_size((110, 24)).columns)
+    print(findings_to_json(findings) if args.json else format_findings(findings, width=width, runs=runs))
+    hit = findings[findings["kind"].isin(fail_on)] if fail_on else findings.iloc[:0]
+    if len(hit):
+        kinds = ", ".join(sorted(set(hit["kind"])))
+        print(f"gradlab: {len(hit)} finding(s) of kind {kinds} (--fail-on)", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(prog="gradlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="print per-layer gradient norms of a deep sigmoid and ReLU net")
-    demo.add_argument("--depth", type=int, default=20)
-    demo.add_argument("--batch", type=int, default=128)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
 
     run = sub.add_parser("run", help="train one config and print its per-layer gradient summary")
     run.add_argument("--config", metavar="FILE.toml", help="TOML file of Config fields (key = value)")
@@ -267,6 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)")
     sweep.set_defaults(func=_sweep)
+
+    report = sub.add_parser(
+        "report", help="write the charts and one self-contained HTML report of a results folder"
+    )
+    report.add_argument("runs_dir", metavar="RUNS_DIR", help="a results folder written by 'gradlab sweep'")
+    report.add_argument("--out", metavar="DIR", help="report folder (default: reports/<RUNS_DIR's name>)")
+    report.add_argument("--title", help="the report's title")
+    report.add_argument("--group-by", metavar="AXIS", help="config field to group arms by (default: chosen)")
+    report.set_defaults(func=_report)
+
+    diag = sub.add_parser("diagnose", help="print per-run and per-layer verdicts of a results folder")
+    diag.add_argument("runs_dir", metavar="RUNS_DIR", help="a results folder written by 'gradlab sweep'")
+    diag.add_argument(
+        "--fail-on",
+        metavar="KIND[,KIND]",
+        help="exit 1 when a finding of these kinds is present (e.g. vanishing)",
+    )
+    diag.add_argument("--json", action="store_true", help="print the findings as JSON")
+    diag.set_defaults(func=_diagnose)
     return parser
 
 

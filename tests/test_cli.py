@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from test_sweep import BAD
@@ -174,12 +175,56 @@ def test_progress_line_on_a_terminal_is_one_updating_line():
     assert "[############............] 2/4 runs" in last and "1 failed" in last and "ETA 0:06" in last
 
 
-def test_demo_still_works(capsys):
-    assert main(["demo", "--depth", "3", "--batch", "8"]) == 0
-    assert "dense_0.W" in capsys.readouterr().out
-
-
 def test_configs_equal_their_cli_spelling():
     assert Config(**dict(parse_set(s) for s in TINY[1::2])) == Config(
         depth=2, width=8, steps=3, n_samples=64, batch_size=16
     )
+
+
+# -- report and diagnose ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_results(tmp_path_factory):
+    """A two-run results folder: a vanishing sigmoid arm and a healthy ReLU arm."""
+    from gradlab.runner import run_sweep
+    from gradlab.sweep import sweep_from_dict
+
+    out = tmp_path_factory.mktemp("cli") / "runs"
+    sweep = sweep_from_dict(
+        {
+            "base": {"depth": 12, "width": 16, "steps": 3, "n_samples": 128, "batch_size": 32},
+            "variant": [
+                {"name": "sigmoid", "activation": "sigmoid", "init": "standard"},
+                {"name": "relu", "activation": "relu", "init": "he_normal", "depth": 3},
+            ],
+        }
+    )
+    run_sweep(sweep, out, jobs=0)
+    return out
+
+
+def test_diagnose_fail_on_and_json(small_results, capsys):
+    assert main(["diagnose", str(small_results)]) == 0
+    table = capsys.readouterr().out
+    assert "vanishing" in table and "sigmoid" in table and "healthy" in table
+    assert main(["diagnose", str(small_results), "--fail-on", "vanishing"]) == 1
+    assert "vanishing (--fail-on)" in capsys.readouterr().err
+    assert main(["diagnose", str(small_results), "--fail-on", "exploding,diverged"]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(small_results), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert {f["kind"] for f in found} >= {"vanishing", "healthy"}
+
+
+def test_diagnose_rejects_unknown_kind(small_results, capsys):
+    assert main(["diagnose", str(small_results), "--fail-on", "vanish"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "allowed: diverged" in err[0]
+
+
+def test_report_writes_a_self_contained_page(small_results, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(small_results), "--out", str(out), "--title", "cli <test>"]) == 0
+    html = (out / "index.html").read_text()
+    assert "cli &lt;test&gt;" in html and "data:image/png;base64," in html
+    assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
