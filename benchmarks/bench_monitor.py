@@ -36,6 +36,7 @@ def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool):
     params, grads = net.params(), net.grads()
     if monitored:
         net.attach(GradientMonitor(hist_every=None))
+        opt.measure_updates = True  # as gradlab.train.train_loop does with a monitor attached
     counter = iter(range(1 << 40))
 
     def step() -> None:
@@ -46,7 +47,8 @@ def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool):
         net.backward(g)
         total = global_norm(grads)
         upd = opt.step(params, grads)
-        net.end_step(s, StepInfo(loss, accuracy(out, y), opt.lr, total, total, False, params, grads, upd))
+        sq = opt.update_sq_norms if monitored else {}
+        net.end_step(s, StepInfo(loss, accuracy(out, y), opt.lr, total, total, False, params, grads, upd, sq))
 
     return step
 

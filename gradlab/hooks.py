@@ -27,7 +27,8 @@ class StepInfo:
     """Network-level facts of one optimisation step, handed to ``Monitor.on_step``.
 
     ``updates`` holds the change the optimizer actually applied to each parameter (after clipping,
-    momentum and decay); it is empty for a measurement-only step.
+    momentum and decay); it is empty for a measurement-only step. ``update_sq_norms`` may carry
+    ‖ΔW‖² per parameter, measured by the optimizer while each update was still in cache.
     """
 
     loss: float = float("nan")
@@ -39,6 +40,7 @@ class StepInfo:
     params: Mapping[str, Array] = field(default_factory=dict)
     grads: Mapping[str, Array] = field(default_factory=dict)
     updates: Mapping[str, Array] = field(default_factory=dict)
+    update_sq_norms: Mapping[str, float] = field(default_factory=dict)
 
 
 def schedule_fn(every: Schedule) -> Callable[[int], bool]:

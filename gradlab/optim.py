@@ -32,6 +32,7 @@ class Optimizer:
     """Base class: holds the learning rate, the weight decay and per-parameter state.
 
     The arrays returned by :meth:`step` are buffers reused at the next step: read them before it.
+    With ``measure_updates`` set, each step also fills ``update_sq_norms`` (‖ΔW‖² per parameter).
     """
 
     def __init__(self, lr: float, weight_decay: float = 0.0, decoupled: bool = False) -> None:
@@ -41,6 +42,8 @@ class Optimizer:
         self.state: dict[str, dict[str, Array]] = {}
         self.t = 0
         self._buffers: dict[str, tuple[Array, Array]] = {}
+        self.measure_updates = False
+        self.update_sq_norms: dict[str, float] = {}
 
     def _update(self, name: str, g: Array, out: Array) -> None:
         """Write the update ΔW for gradient ``g`` (before decoupled decay) into ``out``."""
@@ -69,6 +72,8 @@ class Optimizer:
                 delta -= tmp  # decoupled decay (Loshchilov & Hutter 2019): W ← W − lr·λ·W
             p += delta
             updates[name] = delta
+            if self.measure_updates:  # ‖ΔW‖² now, while delta is in cache (for update_ratio)
+                self.update_sq_norms[name] = float(np.vdot(delta, delta))
         return updates
 
 

@@ -61,13 +61,16 @@ def count_nonfinite(a: Array, sq_total: float) -> int:
     return int(a.size - np.count_nonzero(np.isfinite(a)))
 
 
-def rule_stats(y: Array, x: Array | None, rule: Rule) -> tuple[float, Array] | None:
-    """(fraction of entries the rule marks, per unit whether it marks every sample); None when the
-    rule needs the input ``x`` and it was not given."""
+def rule_stats(
+    y: Array, x: Array | None, rule: Rule, per_unit: bool = True
+) -> tuple[float, Array | None] | None:
+    """(fraction of entries the rule marks, per unit whether it marks every sample — None unless
+    ``per_unit``); None when the rule needs the input ``x`` and it was not given."""
     mask = rule(y, x)
     if mask is None:
         return None
-    return np.count_nonzero(mask) / mask.size, mask.all(axis=0) if mask.ndim > 1 else mask
+    units = (mask.all(axis=0) if mask.ndim > 1 else mask) if per_unit else None
+    return np.count_nonzero(mask) / mask.size, units
 
 
 def relu_stats(y: Array) -> tuple[float, Array]:

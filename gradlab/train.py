@@ -56,6 +56,7 @@ def train_loop(
     Attached monitors see every step through ``net.begin_step`` / ``net.end_step``.
     """
     params, grads = net.params(), net.grads()
+    optimizer.measure_updates = bool(net.monitors)
     loss = math.nan
     for step in range(steps + 1):
         x, y = next(stream)
@@ -77,7 +78,8 @@ def train_loop(
                 post = global_norm(grads)
             updates = {} if last else optimizer.step(params, grads)
             acc = accuracy(out, y) if classification and finite else math.nan
-            info = StepInfo(loss, acc, optimizer.lr, total, post, clipped, params, grads, updates)
+            sq = optimizer.update_sq_norms if updates and optimizer.measure_updates else {}
+            info = StepInfo(loss, acc, optimizer.lr, total, post, clipped, params, grads, updates, sq)
             net.end_step(step, info)
         if not finite:
             return LoopResult("diverged", step, step, loss)
