@@ -44,6 +44,7 @@ METRIC_AXIS = {
     "dead_frac_window": "dead-unit fraction (window)",
     "inactive_frac": "inactive fraction",
 }
+PREDICTED_LABEL = "mean-field prediction (dashed)"
 NON_ACTIVATION_KINDS = {"dense", "batchnorm", "layernorm", "dropout", "residual"}
 
 
@@ -77,7 +78,8 @@ def gradient_flow_series(
     """Per-arm gradient norm of each dense layer (by position) at chosen steps, for the gradient-flow chart.
 
     ``steps`` items are ints or "init" / "early" (≈10% of the longest run) / "late" (each run's last
-    step). Arms with several runs (seeds) get the geometric mean and the min–max band. Returns columns
+    step; a step that resolves exactly as an earlier one adds no panel). Arms with several runs (seeds)
+    get the geometric mean and the min–max band. Returns columns
     ``panel, panel_title, metric, kind, arm, layer_index, layer, value, lo, hi, n_runs`` with
     ``kind`` "measured", or "predicted" for the ``predicted`` frame (``run, layer_index, predicted``),
     placed in the first panel and, with ``anchor``, scaled to meet the measured output-layer value.
@@ -93,9 +95,13 @@ def gradient_flow_series(
     df = _before_divergence(df, runs)
     early = max(1, round(0.1 * int(df["step"].max())))
     steps_by_run = {r: np.unique(g["step"].to_numpy()) for r, g in df.groupby("run")}
-    parts = []
-    for p, want in enumerate(steps):
+    parts, seen = [], []
+    for want in steps:
         chosen = {r: _resolve_step(s, want, early) for r, s in steps_by_run.items()}
+        if chosen in seen:  # e.g. runs of steps = 0: init, early and late are the same step
+            continue
+        seen.append(chosen)
+        p = len(seen) - 1
         sel = df[df["step"] == df["run"].map(chosen)]
         sel = sel[np.isfinite(sel["value"]) & (sel["value"] > 0)]
         title = _panel_title(want, sorted(set(chosen.values())))
@@ -155,6 +161,9 @@ def _predicted_rows(predicted: pd.DataFrame, measured: pd.DataFrame, arms: pd.Se
 def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None = None,
                        title: str = "Gradient flow through the dense layers") -> Figure:
     """Draw :func:`gradient_flow_series`: rows = metric, columns = step, one line per arm, log y."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.lines import Line2D
+
     metrics = list(dict.fromkeys(series["metric"])) or ["grad_out_norm"]
     panels = series[["panel", "panel_title"]].drop_duplicates().sort_values("panel")
     ncols = max(1, len(panels))
@@ -168,19 +177,20 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
             ax = axes[i, j]
             sub = series[(series["panel"] == p) & (series["metric"] == metric)]
             for arm in arms:
-                for kind in ("measured", "predicted"):
-                    g = sub[(sub["arm"] == arm) & (sub["kind"] == kind)]
-                    if g.empty:
-                        continue
-                    if kind == "measured":
-                        (line,) = ax.plot(g["layer_index"], g["value"], "-o", ms=3, lw=1.6, color=colors[arm])
-                        handles.setdefault(arm, line)
-                        if (g["n_runs"] > 1).any():
-                            ax.fill_between(g["layer_index"], g["lo"], g["hi"], color=colors[arm], alpha=0.15,
-                                            lw=0)
-                    else:
-                        (line,) = ax.plot(g["layer_index"], g["value"], "--", lw=1.4, color=colors[arm])
-                        handles.setdefault("mean-field prediction (dashed)", line)
+                g = sub[(sub["arm"] == arm) & (sub["kind"] == "measured")]
+                pred = sub[(sub["arm"] == arm) & (sub["kind"] == "predicted")]
+                if len(g):
+                    # beside a prediction the measurement is drawn as points, so the dashed theory line
+                    # stays visible where the two agree
+                    c = to_rgba(colors[arm])
+                    lw, line_c = (0.8, (*c[:3], 0.45)) if len(pred) else (1.6, c)
+                    ax.plot(g["layer_index"], g["value"], "-o", lw=lw, color=line_c, ms=3.5, mfc=c, mec=c)
+                    handles.setdefault(arm, Line2D([], [], marker="o", ms=3, lw=1.6, color=c))
+                    if (g["n_runs"] > 1).any():
+                        ax.fill_between(g["layer_index"], g["lo"], g["hi"], color=c, alpha=0.15, lw=0)
+                if len(pred):
+                    ax.plot(pred["layer_index"], pred["value"], "--", lw=1.7, color=colors[arm], zorder=3)
+                    handles.setdefault(PREDICTED_LABEL, Line2D([], [], ls="--", lw=1.7, color="0.3"))
             log_y(ax)
             ax.grid(True, which="major", alpha=0.3)
             if i == 0:
@@ -192,10 +202,8 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
             integer_x(ax)
             if sub.empty:
                 empty_note(ax)
-    if "mean-field prediction (dashed)" in handles:
-        from matplotlib.lines import Line2D
-
-        handles["mean-field prediction (dashed)"] = Line2D([], [], ls="--", color="0.3")
+    if PREDICTED_LABEL in handles:  # last in the legend, after the arms
+        handles[PREDICTED_LABEL] = handles.pop(PREDICTED_LABEL)
     suptitle(fig, title)
     legend_below(fig, list(handles.values()), list(handles))
     return fig

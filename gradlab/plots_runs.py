@@ -325,12 +325,13 @@ def plot_clipping(series: Mapping[str, pd.DataFrame], *, colors: Mapping[str, An
 def plot_phase_diagram(sw2_grid: np.ndarray, sb2_grid: np.ndarray, chi1: np.ndarray,
                        critical_sw2_of_sb2: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
                        points: pd.DataFrame | None = None, *, title: str = "Mean-field phase diagram",
-                       activation: str | None = None) -> Figure:
+                       activation: str | None = None, log_x: bool = False) -> Figure:
     """σ_w² × σ_b² grid coloured by ln χ₁ (blue: ordered/vanishing, red: chaotic/exploding).
 
     ``chi1[i, j]`` is χ₁ at (``sb2_grid[i]``, ``sw2_grid[j]``); the critical line χ₁ = 1 is drawn from
     ``critical_sw2_of_sb2`` (values at ``sb2_grid`` or a function of σ_b²) or, if None, as the
-    contour ln χ₁ = 0. ``points`` (columns ``sw2, sb2, label``) places runs on the diagram.
+    contour ln χ₁ = 0. ``points`` (columns ``sw2, sb2, label``) places runs on the diagram; ``log_x``
+    puts σ_w² on a log axis (for a geometric grid).
     """
     from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
@@ -355,9 +356,19 @@ def plot_phase_diagram(sw2_grid: np.ndarray, sb2_grid: np.ndarray, chi1: np.ndar
     if points is not None and len(points):
         ax.scatter(points["sw2"], points["sb2"], s=36, c="gold", edgecolors="k", zorder=3, label="runs",
                    clip_on=False)
+        upright = len(points) > 6  # many labels side by side: vertical, so neighbours do not overlap
         for r in points.itertuples(index=False):
-            ax.annotate(str(getattr(r, "label", "")), (r.sw2, r.sb2), xytext=(4, 4),
-                        textcoords="offset points", fontsize=7)
+            ax.annotate(str(getattr(r, "label", "")), (r.sw2, r.sb2), xytext=(0, 6) if upright else (4, 4),
+                        textcoords="offset points", fontsize=7, rotation=90 if upright else 0,
+                        ha="center" if upright else "left", va="bottom",
+                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
+    if log_x:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=2))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlim(sw2.min(), sw2.max())
     ax.set_ylim(sb2.min(), sb2.max())
     ax.set_xlabel("σ_w²  (weight variance × fan-in)")

@@ -228,6 +228,12 @@ def test_gradient_flow_series_predicted_overlay_anchored_at_output(sweep):
     assert p["value"].iloc[0] == pytest.approx(m["value"].iloc[-1] * 0.25**4)
 
 
+def test_gradient_flow_series_one_panel_for_runs_measured_at_init_only():
+    part = make_run("init-only", steps=0, hist_steps=())
+    s = plots.gradient_flow_series(part["metrics"], pd.DataFrame([part["row"]]))
+    assert set(s["panel"]) == {0} and set(s["panel_title"]) == {"step 0 (init)"}  # not 3 identical panels
+
+
 def test_heatmap_series_rows_in_forward_order(sweep):
     _, metrics, _ = sweep
     h = plots.heatmap_series(metrics, "r-sig6")
@@ -311,12 +317,15 @@ def test_clipping_series(sweep):
 def test_render_gradient_flow(sweep):
     runs, metrics, _ = sweep
     pred = pd.DataFrame({"run": "r-sig4", "layer_index": range(5), "predicted": 0.25 ** np.arange(4, -1, -1)})
-    s = plots.gradient_flow_series(metrics, runs, predicted=pred)
+    s = plots.gradient_flow_series(metrics, runs, predicted=pred, steps=("init", "late"),
+                                   run_ids=["r-sig4", "r-relu4", "r-tanh6"])
     fig = plots.plot_gradient_flow(s)
     n_arms = s["arm"].nunique()
-    assert len(fig.axes) == 6
-    # measured: one line per arm per panel (the diverged arm is in all 6), plus one predicted line
-    assert n_lines(fig) == n_arms * 6 + 1
+    assert n_arms == 3 and len(fig.axes) == 4  # rows: two metrics; columns: two steps
+    # measured: one line per arm per panel (the diverged arm is in all 4), plus one predicted line
+    assert n_lines(fig) == n_arms * 4 + 1
+    dashed = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_zorder() > 2  # drawn over the measured points
     assert fig.axes[0].get_yscale() == "log"
     assert png_bytes(fig)[:4] == b"\x89PNG"
 
@@ -338,8 +347,8 @@ def test_render_saturation(sweep):
 
 def test_render_distributions(sweep):
     _, _, hists = sweep
-    fig = plots.plot_distributions(plots.distribution_series(hists, "r-sig4"))
-    assert len(fig.axes) == 6 and n_lines(fig) == 3 * (4 + 5)
+    fig = plots.plot_distributions(plots.distribution_series(hists, "r-sig4", steps=[0, 20]))
+    assert len(fig.axes) == 4 and n_lines(fig) == 2 * (4 + 5)  # per step: 4 activations, 5 dense layers
     assert png_bytes(fig)[:4] == b"\x89PNG"
 
 
@@ -377,6 +386,10 @@ def test_render_phase_diagram():
     assert len(ax.collections) == 2  # the grid and the points
     np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), 1 + sb2)
     assert png_bytes(plots.plot_phase_diagram(sw2, sb2, chi1))[:4] == b"\x89PNG"
+    # many runs side by side: σ_w² on a log axis, labels upright so neighbours do not overlap
+    many = pd.DataFrame({"sw2": np.geomspace(0.5, 4, 8), "sb2": 0.0, "label": list("abcdefgh")})
+    ax = plots.plot_phase_diagram(np.geomspace(0.5, 4, 8), sb2, chi1, None, many, log_x=True).axes[0]
+    assert ax.get_xscale() == "log" and {t.get_rotation() for t in ax.texts} == {90.0}
 
 
 def test_renderers_handle_empty_frames():
