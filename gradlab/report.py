@@ -97,7 +97,9 @@ class ReportContext:
 
         self.plots = plots
         self.runs = runs.assign(run=runs["run"].astype(str)).reset_index(drop=True)
-        self.metrics, self.hists, self.findings, self.theory = metrics, hists, findings, theory
+        self.metrics, self.hists, self.findings = metrics, hists, findings
+        self.theory = theory if theory is not None and len(theory) else None
+        self.predicted_ratio, self.theory_skipped = _theory_summary(self.theory)
         self.charts = _Charts(out_dir)
         self.axes = varying_axes(self.runs)
         self.arm = arm_labels(self.runs)
@@ -108,6 +110,7 @@ class ReportContext:
             if "status" in self.runs
             else pd.Series("ok", index=self.runs["run"])
         )
+        self.recorded_steps = metrics.groupby(metrics["run"].astype(str))["step"].nunique()
         self.ratio0 = plots.gradient_ratio(metrics, step=0)
         self.ratio_end = plots.gradient_ratio(metrics, step="last")
         self.verdicts = run_verdicts(findings) if findings is not None else pd.Series(dtype="string")
@@ -144,22 +147,33 @@ class ReportContext:
 
     # -- charts ------------------------------------------------------------------------------
     def flow(self, arms: Sequence[str], name: str, caption: str = "") -> str:
+        """The gradient-flow chart of (at most a dozen of) ``arms``, with the theory overlay."""
         p = self.plots
         ids = self.runs_of(arms[:MAX_ARMS_PER_CHART])
         s = p.gradient_flow_series(self.metrics, self.runs, run_ids=ids, predicted=self.theory)
         if s.empty:
             return ""
         note = f" Showing {MAX_ARMS_PER_CHART} of {len(arms)} arms." if len(arms) > MAX_ARMS_PER_CHART else ""
+        several = s["panel"].nunique() > 1
+        when = "at initialisation, early and late in training" if several else "at initialisation"
         caption = (
             caption
-            or "Gradient norm of each dense layer at initialisation, early and late in training; "
-            "log scale, one line per arm (band: min–max over seeds)."
+            or f"Gradient norm of each dense layer {when}; log scale, one line per arm "
+            "(band: min–max over seeds)."
         ) + note
-        if self.theory is not None:
-            caption += " Dashed: mean-field prediction, anchored at the output layer."
+        if (s["kind"] == "predicted").any():
+            caption += (" Dashed: the mean-field prediction at initialisation (gradlab.theory), in the arm's "
+                        "colour, anchored at the output layer.")
         return self.charts.add(p.plot_gradient_flow(s, colors=self.colors), name, caption)
 
+    def trained(self, run_ids: Sequence[str]) -> bool:
+        """Whether any of the runs recorded more than one step (else charts over training stay empty)."""
+        return bool((self.recorded_steps.reindex(list(run_ids)).fillna(0) > 1).any())
+
     def curves(self, run_ids: Sequence[str], name: str) -> str:
+        """Loss and accuracy curves of the runs."""
+        if not self.trained(run_ids):
+            return ""
         p = self.plots
         s = p.training_curves_series(self.metrics, self.runs, run_ids=run_ids)
         if s["curves"].empty:
@@ -173,6 +187,9 @@ class ReportContext:
     def saturation(
         self, run_ids: Sequence[str], name: str, which: Sequence[str] = ("saturation", "dead_frac")
     ) -> str:
+        """Saturated / dead fractions per layer over training."""
+        if not self.trained(run_ids):
+            return ""
         p = self.plots
         s = p.saturation_series(self.metrics, self.runs, which=which, run_ids=run_ids)
         if s.empty:
@@ -185,6 +202,9 @@ class ReportContext:
         )
 
     def heatmap(self, run: str, name: str) -> str:
+        """Layer × step heatmaps of one run (gradient norm and unit health)."""
+        if not self.trained([run]):
+            return ""
         p = self.plots
         panels = {"log10 ‖∂L/∂y‖ (dense layers)": p.heatmap_series(self.metrics, run)}
         for metric, title in (("saturation", "saturated fraction"), ("dead_frac", "dead-unit fraction")):
@@ -198,6 +218,7 @@ class ReportContext:
         return self.charts.add(fig, name, f"Layer × step view of run {run}: gradient norm and unit health.")
 
     def distributions(self, run: str, name: str) -> str:
+        """Per-layer magnitude distributions of one run's activations and gradients."""
         if self.hists is None or len(self.hists) == 0:
             return ""
         p = self.plots
@@ -223,6 +244,18 @@ class ReportContext:
         return str(r0.idxmax())
 
 
+def _theory_summary(theory: pd.DataFrame | None) -> tuple[pd.Series, pd.Series]:
+    """Per run: the predicted first-over-output gradient ratio, and why there is none (``reason``)."""
+    if theory is None:
+        return pd.Series(dtype=float), pd.Series(dtype=object)
+    t = theory.assign(run=theory["run"].astype(str))
+    reason = t["reason"].fillna("").astype(str) if "reason" in t else pd.Series("", index=t.index)
+    skipped = pd.Series(reason[reason != ""].to_numpy(), index=t.loc[reason != "", "run"].to_numpy())
+    ok = t[(reason == "").to_numpy()].dropna(subset=["layer_index"]).sort_values("layer_index", kind="stable")
+    pred = ok.groupby("run")["predicted"]
+    return (pred.first() / pred.last()).astype(float), skipped[~skipped.index.duplicated()]
+
+
 def _template(name: str) -> str:
     return resources.files("gradlab").joinpath("templates", name).read_text(encoding="utf-8")
 
@@ -244,7 +277,10 @@ def write_report(
     Args:
         runs, metrics, hists: the frames of docs/data.md (``hists`` adds per-layer distributions).
         findings: diagnose's findings (``run, kind, layer, step, value, op, threshold, message, fix``).
-        theory: predicted gradient profiles ``run, layer_index, predicted``, drawn dashed on gradient flow.
+        theory: predicted gradient profiles ``run, layer_index, predicted`` (optionally ``reason``, "" where
+            the theory applies), drawn dashed on the gradient-flow charts and summarised in the runs
+            table. None computes them with :func:`gradlab.theory.expected_vs_measured`; pass an empty
+            frame to leave theory out.
         group_by: the axis that groups arms into sections (default: chosen when there are many arms).
         now: clock for the timestamp (tests pass a fixed one).
     """
@@ -254,6 +290,10 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if theory is None:
+        from gradlab.theory_runs import expected_vs_measured
+
+        theory = expected_vs_measured(runs, metrics)
     rep = ReportContext(runs, metrics, out, hists, findings, theory, group_by)
     anchors = [f"group-{i + 1}-{slug(t)}" for i, (t, _) in enumerate(rep.groups)]
     group_anchor = {r: a for (_, arms), a in zip(rep.groups, anchors, strict=True) for r in rep.runs_of(arms)}

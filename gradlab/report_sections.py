@@ -26,6 +26,8 @@ MAX_ARMS_PER_CHART = 12
 INFO_KINDS = ("healthy", "no_data")
 """Kinds that report a state, not a problem: shown as verdicts, not listed as findings."""
 NONE = "—"
+PHASE_GRID = (40, 16)
+"""(σ_w², σ_b²) points of the phase diagram's χ₁ grid: ~1 s of quadrature."""
 
 
 def esc(value: Any) -> str:
@@ -107,6 +109,7 @@ def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
         "final loss",
         "grad ratio @init",
         "@end",
+        *(["predicted @init"] if rep.theory is not None else []),
         "verdict",
     ]
     rows = []
@@ -124,11 +127,15 @@ def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
             sci(r.get("final_loss", np.nan)),
             sci(10 ** rep.ratio0.get(run, np.nan)),
             sci(10 ** rep.ratio_end.get(run, np.nan)),
-            rep.verdict_html(run),
         ]
+        if rep.theory is not None:
+            why = rep.theory_skipped.get(run)
+            pred = sci(rep.predicted_ratio.get(run))
+            cells.append(f'<span title="{esc(why)}">{NONE}</span>' if why else pred)
+        cells.append(rep.verdict_html(run))
         rows.append(cells)
     n = len(header)
-    tbl = table(header, rows, num={n - 5, n - 4, n - 3, n - 2})
+    tbl = table(header, rows, num=set(range(n - 5 - (rep.theory is not None), n - 1)))
     failed = rep.runs[rep.status.reindex(rep.runs["run"]).to_numpy() == "failed"]
     errors = ""
     if len(failed) and "error" in failed:
@@ -138,7 +145,14 @@ def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
         errors = f"<details><summary>Errors of the {len(failed)} failed run(s)</summary>{items}</details>"
     note = (
         '<p class="note">grad ratio: ‖∂L/∂y‖ reaching the first dense layer over the one at the output '
-        "layer, at initialisation and at the last finite step; ≪ 1 vanishes, ≫ 1 explodes.</p>"
+        "layer, at initialisation and at the last finite step; ≪ 1 vanishes, ≫ 1 explodes."
+        + (
+            " predicted: its mean-field value at initialisation (gradlab.theory.expected_vs_measured); "
+            f"{NONE} where the theory does not apply (hover for why)."
+            if rep.theory is not None
+            else ""
+        )
+        + "</p>"
     )
     return f'<section id="runs"><h2>Runs</h2>{note}{tbl}{errors}</section>'
 
@@ -183,9 +197,8 @@ def comparisons_section(rep: ReportContext) -> str:
                 "Global gradient norm before and after clipping, and how often clipping fired.",
             )
         )
-    phase = _phase(rep)
-    if phase:
-        parts.append(phase)
+    parts.append(_theory_note(rep))
+    parts.append(_phase(rep))
     return '<section id="comparisons"><h2>Comparisons</h2>' + "\n".join(x for x in parts if x) + "</section>"
 
 
@@ -210,37 +223,65 @@ def _matrix_axes(rep: ReportContext) -> tuple[str, str | None]:
     return (b, a) if rep.runs[a].astype(str).nunique() < rep.runs[b].astype(str).nunique() else (a, b)
 
 
-def _phase(rep: ReportContext) -> str:
-    """The σ_w² × σ_b² phase diagram when theory is given and runs use the mean-field ``normal`` init."""
-    need = {"init", "activation", "weight_scale", "bias_scale"}
-    if rep.theory is None or not need <= set(rep.runs.columns):
+def _theory_note(rep: ReportContext) -> str:
+    """How many runs got a mean-field prediction, and why the others did not."""
+    if rep.theory is None:
         return ""
-    mf = rep.runs[rep.runs["init"].astype(str) == "normal"]
-    if mf.empty or mf["activation"].nunique() != 1:
-        return ""
-    try:
-        from gradlab.theory import chi_1
-    except ImportError:
-        return ""
-    act = str(mf["activation"].iloc[0])
-    sw2_pts, sb2_pts = mf["weight_scale"].astype(float) ** 2, mf["bias_scale"].astype(float) ** 2
-    sw2 = np.linspace(0.5 * min(1.0, sw2_pts.min()), max(4.0, 1.2 * sw2_pts.max()), 28)
-    sb2 = np.linspace(0.0, max(0.25, 1.2 * sb2_pts.max()), 12)
-    chi = np.array([[chi_1(a, b, act) for a in sw2] for b in sb2])
-    pts = pd.DataFrame(
-        {
-            "sw2": sw2_pts.to_numpy(),
-            "sb2": sb2_pts.to_numpy(),
-            "label": [format_value(d) if "depth" in mf else "" for d in mf.get("depth", mf["run"])],
-        }
+    n_pred, n = len(rep.predicted_ratio), len(rep.runs)
+    why = rep.theory_skipped.value_counts()
+    skipped = "; ".join(f"{esc(r)} ({k} run{'s' if k != 1 else ''})" for r, k in why.items())
+    return (
+        f'<p class="note">Mean-field prediction for {n_pred} of {n} runs'
+        + (f". Not predicted: {skipped}" if skipped else "")
+        + ".</p>"
     )
-    fig = rep.plots.plot_phase_diagram(sw2, sb2, chi, None, pts.drop_duplicates(), activation=act)
+
+
+def _phase(rep: ReportContext) -> str:
+    """The σ_w² × σ_b² phase diagram with the runs on it (see :func:`phase_chart_points`)."""
+    pts = phase_chart_points(rep)
+    if pts is None:
+        return ""
+    from gradlab.theory import phase_diagram
+
+    act = str(pts["activation"].iloc[0])
+    lo, hi = min(0.5, pts["sw2"].min() / 1.5), max(4.0, pts["sw2"].max() * 1.3)
+    log_x = hi / lo > 12
+    sw2, sb2, chi, crit = phase_diagram(act, (lo, hi), (0.0, max(0.25, 1.2 * pts["sb2"].max())), n=PHASE_GRID,
+                                        log_sw2=log_x)
+    fig = rep.plots.plot_phase_diagram(sw2, sb2, chi, crit, pts, activation=act, log_x=log_x)
+    what = "depth" if pts["label"].str.startswith("d=").all() else "the measured ‖∂L/∂y‖ ratio at init"
     return rep.charts.add(
         fig,
         "phase diagram",
-        "Mean-field order-to-chaos diagram: runs with init=normal placed "
-        "at (σ_w², σ_b²), labelled by depth; the black line is χ₁ = 1.",
+        "Mean-field order-to-chaos diagram (Poole et al. 2016; Schoenholz et al. 2017): colour is ln χ₁ "
+        "(blue: gradients shrink layer by layer, red: they grow); the black line is χ₁ = 1. Points: the "
+        f"runs at their (σ_w², σ_b²), labelled by {what}.",
     )
+
+
+def phase_chart_points(rep: ReportContext) -> pd.DataFrame | None:
+    """Runs to place on a phase diagram (``sw2, sb2, label, activation``), or None when there is none to draw.
+
+    Drawn when the plain Dense → φ runs (:func:`gradlab.theory_runs.phase_points`) share one activation
+    and either sit at two or more (σ_w², σ_b²) points or all use ``init="normal"`` (the mean-field
+    parametrisation, where one point still says how far the network is from the edge). Labels: depth when
+    it varies, else the measured first-over-output gradient ratio at init (geometric mean over seeds).
+    """
+    from gradlab.theory_runs import phase_points
+
+    pts = phase_points(rep.runs)
+    if pts.empty or pts["activation"].nunique() != 1:
+        return None
+    init = rep.runs.set_index("run").loc[pts["run"], "init"].astype(str)
+    if len(pts[["sw2", "sb2"]].drop_duplicates()) < 2 and not (init == "normal").all():
+        return None
+    if pts["depth"].nunique() > 1:
+        pts = pts.assign(label=[f"d={d}" for d in pts["depth"]])
+        return pts.drop_duplicates(["sw2", "sb2", "label"])
+    pts = pts.assign(log_ratio=pts["run"].map(rep.ratio0).astype(float))
+    pts = pts.groupby(["sw2", "sb2", "activation"], as_index=False)["log_ratio"].mean()
+    return pts.assign(label=[f"{10**v:.2g}" if np.isfinite(v) else "" for v in pts["log_ratio"]])
 
 
 def findings_section(rep: ReportContext) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.theory import layer_sigma_w2, predicted_profile
+from gradlab.theory import layer_sigma_w2, predicted_profile, sigma_params
 
 COLUMNS = ["run", "layer_index", "layer", "predicted", "measured", "ratio", "q_in", "reason"]
 """Columns of :func:`expected_vs_measured`."""
@@ -146,10 +146,34 @@ def _dims(cfg: Mapping[str, Any], dataset: str) -> tuple[int, int]:
     return in_dim or (b.fixed_input_dim or b.input_dim), out_dim or b.n_classes
 
 
+def phase_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Where each run sits on the σ_w² × σ_b² phase diagram: columns ``run, activation, depth, sw2, sb2``.
+
+    Only runs the χ₁ picture describes: plain Dense → φ stacks (no batch norm, layer norm, residual or
+    dropout) that did not fail. σ_w² is a hidden layer's (:func:`gradlab.theory.sigma_params`, so
+    ``weight_scale²`` for ``init="normal"``) and σ_b² = ``bias_scale²``.
+    """
+    rows = []
+    for cfg in runs.to_dict("records"):
+        if any(_get(cfg, k, None) is None for k in _NEEDED) or str(_get(cfg, "status", "ok")) == "failed":
+            continue
+        if any(bool(_get(cfg, k, False)) for k in ("batch_norm", "layer_norm", "residual")):
+            continue
+        if float(_get(cfg, "dropout", 0.0)) > 0:
+            continue
+        try:
+            sw2, sb2 = sigma_params(str(cfg["init"]), float(cfg["weight_scale"]),
+                                    float(_get(cfg, "bias_scale", 0.0)), int(cfg["width"]))
+        except ValueError:
+            continue
+        rows.append((str(cfg["run"]), str(cfg["activation"]), int(cfg["depth"]), sw2, sb2))
+    return pd.DataFrame(rows, columns=["run", "activation", "depth", "sw2", "sb2"])
+
+
 def _skipped(run: str, reason: str) -> pd.DataFrame:
     return pd.DataFrame({"run": [run], "layer_index": pd.array([pd.NA], dtype="Int64"), "layer": [""],
                          "predicted": [math.nan], "measured": [math.nan], "ratio": [math.nan],
                          "q_in": [math.nan], "reason": [reason]})
 
 
-__all__ = ["COLUMNS", "STANDARD_INPUTS", "expected_vs_measured"]
+__all__ = ["COLUMNS", "STANDARD_INPUTS", "expected_vs_measured", "phase_points"]

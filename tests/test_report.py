@@ -1,26 +1,38 @@
-"""The HTML report: golden file (volatile fields scrubbed), escaping, self-containment, grouping.
+"""The HTML report: golden file (volatile fields scrubbed), escaping, self-containment, grouping, and
+theory beside measurement on real runs.
 
 Regenerate the golden file after an intended change with
 ``GRADLAB_UPDATE_GOLDEN=1 pytest tests/test_report.py`` and review its diff.
+
+Speed: the tests about the page's text build every chart but skip drawing its pixels (``no_pixels``:
+``Figure.savefig`` writes a stub PNG) — the golden file scrubs image bytes anyway, and drawing was 90%
+of their time. Every renderer is drawn in tests/test_plots.py, and the real-run reports at the end of
+this file draw theirs for real.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from test_plots import make_findings, make_run, make_sweep
+from test_theory import real_runs
 
 import gradlab
-from gradlab import report
+from gradlab import report, report_sections
+from gradlab.report_sections import phase_chart_points
 
 GOLDEN = Path(__file__).parent / "golden" / "report.html"
 FIXED_NOW = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def scrub(text: str) -> str:
@@ -30,13 +42,36 @@ def scrub(text: str) -> str:
     return re.sub(r"\b(gradlab|matplotlib) [0-9][0-9A-Za-z.+\-]*", r"\1 VERSION", text)
 
 
+def runs_table(html: str) -> dict[str, dict[str, str]]:
+    """The runs table as {column: {run: cell text}}."""
+    section = html[html.index('<section id="runs">'):]
+    section = section[: section.index("</table>")]
+    header = re.findall(r"<th>(.*?)</th>", section)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", section)[1:]]
+    rows = [[re.sub(r"<[^>]+>", "", c) for c in r] for r in rows]
+    return {h: {r[0]: r[i] for r in rows} for i, h in enumerate(header)}
+
+
+def _stub_savefig(fig: Figure, buf, **_) -> None:
+    buf.write(PNG_MAGIC)
+
+
+@contextlib.contextmanager
+def no_pixels() -> Iterator[None]:
+    """Charts are built but not drawn: ``Figure.savefig`` writes only the PNG signature."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", _stub_savefig)
+        yield
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, str]:
     runs, metrics, hists = make_sweep()
     pred = pd.DataFrame({"run": "r-sig4", "layer_index": range(5), "predicted": 0.25 ** np.arange(4, -1, -1)})
     out = tmp_path_factory.mktemp("report")
-    path = report.write_report(runs, metrics, out, hists=hists, findings=make_findings(), theory=pred,
-                               title="Depth × activation", now=lambda: FIXED_NOW)
+    with no_pixels():
+        path = report.write_report(runs, metrics, out, hists=hists, findings=make_findings(), theory=pred,
+                                   title="Depth × activation", now=lambda: FIXED_NOW)
     return path, path.read_text(encoding="utf-8")
 
 
@@ -57,8 +92,7 @@ def test_report_is_self_contained(built):
     srcs = re.findall(r'<img src="([^"]{0,30})', html)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     pngs = sorted((path.parent / "img").glob("*.png"))
-    assert len(pngs) == len(srcs)
-    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == len(srcs)  # the files beside it; real PNG bytes: test_report_on_real_runs
 
 
 def test_report_sections_and_values(built):
@@ -80,8 +114,9 @@ def test_strings_from_configs_and_findings_are_escaped(tmp_path):
     runs = pd.concat([runs, other], ignore_index=True)
     findings = pd.DataFrame([{"run": "x<1>", "kind": "vanishing", "layer": "dense_0", "step": 0,
                               "value": 1e-4, "op": "<", "threshold": 1e-3, "message": evil, "fix": evil}])
-    path = report.write_report(runs, part["metrics"], tmp_path, findings=findings, title=evil,
-                               now=lambda: FIXED_NOW)
+    with no_pixels():
+        path = report.write_report(runs, part["metrics"], tmp_path, findings=findings, title=evil,
+                                   now=lambda: FIXED_NOW)
     html = path.read_text(encoding="utf-8")
     assert "<script" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -118,8 +153,64 @@ def test_load_and_report_uses_the_store_loader(tmp_path, monkeypatch):
         pass
     else:
         monkeypatch.setattr(store, "load_hists", lambda d: seen.append(d) or part["hists"])
+    monkeypatch.setattr(Figure, "savefig", _stub_savefig)
     path = report.load_and_report(tmp_path / "results", tmp_path / "out")
     html = path.read_text(encoding="utf-8")
     assert path == tmp_path / "out" / "index.html" and "gradlab report: results" in html
     assert seen[0] == tmp_path / "results"
     assert 'id="findings"' in html  # diagnosed on the way
+
+
+# -- theory beside measurement, on real runs at initialisation (drawn for real) ------------------
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory) -> tuple[Path, str]:
+    runs, metrics = real_runs()
+    path = report.write_report(runs, metrics, tmp_path_factory.mktemp("real"), now=lambda: FIXED_NOW)
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_report_on_real_runs_overlays_the_prediction(real_report):
+    path, html = real_report
+    # computed automatically (no theory passed): the flow chart's caption and the runs table say so
+    assert "Dashed: the mean-field prediction at initialisation" in html
+    assert "<th>predicted @init</th>" in html
+    table = runs_table(html)
+    measured, predicted = table["grad ratio @init"], table["predicted @init"]
+    for run in ("tanh-ordered", "relu-glorot", "bn-relu"):
+        assert float(measured[run]) == pytest.approx(float(predicted[run]), rel=0.15)
+    assert predicted["residual"] == predicted["failed"] == "—"
+    assert 'title="residual connections: no mean-field profile here">—' in html
+    assert "Mean-field prediction for 3 of 6 runs. Not predicted:" in html
+    assert "the run failed (1 run)" in html
+    # steps = 0: one panel, and no charts over training (they would be empty)
+    assert "at initialisation; log scale" in html and "training curves" not in html
+    pngs = sorted((path.parent / "img").glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000 for p in pngs)
+    assert "phase diagram" not in html  # several activations: no single diagram
+
+
+def test_gradient_flow_series_of_the_report_carries_the_prediction():
+    runs, metrics = real_runs()
+    rep = report.ReportContext(runs, metrics, Path("."), None, None,
+                               gradlab.theory.expected_vs_measured(runs, metrics), None)
+    s = rep.plots.gradient_flow_series(metrics, rep.runs, predicted=rep.theory)
+    pred = s[s["kind"] == "predicted"]
+    assert set(pred["arm"]) == {rep.arm[r] for r in ("tanh-ordered", "relu-glorot", "bn-relu")}
+    assert s["panel"].nunique() == 1  # init, early and late are all step 0
+    assert rep.predicted_ratio["bn-relu"] > 3 and rep.theory_skipped["dropout"].startswith("dropout")
+
+
+def test_phase_diagram_for_a_single_activation(tmp_path, monkeypatch):
+    runs, metrics = real_runs()
+    many = report.ReportContext(runs, metrics, Path("."), None, None, None, None)
+    assert phase_chart_points(many) is None  # tanh and relu
+    one = runs[runs["run"] == "tanh-ordered"]
+    rep = report.ReportContext(one, metrics, Path("."), None, None, None, None)
+    pts = phase_chart_points(rep)  # one point, but init = "normal": drawn
+    assert pts[["sw2", "sb2"]].to_numpy().tolist() == [[pytest.approx(0.64), pytest.approx(0.01)]]
+    assert float(pts["label"].iloc[0]) == pytest.approx(10 ** rep.ratio0["tanh-ordered"], rel=0.05)
+    monkeypatch.setattr(report_sections, "PHASE_GRID", (8, 4))  # the drawing is under test, not the grid
+    html = report.write_report(one, metrics[metrics["run"] == "tanh-ordered"], tmp_path).read_text()
+    assert 'alt="phase diagram"' in html and "labelled by the measured" in html
