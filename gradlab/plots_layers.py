@@ -89,8 +89,11 @@ def gradient_flow_series(
             "n_runs"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    index = dense_index(df["layer"].unique())
-    df = df[df["layer"].isin(list(index))].assign(layer_index=lambda d: d["layer"].map(index))
+    # numbered per run: dense_3 is layer 1 of a batch-norm net but dense_2 is layer 1 of a plain one
+    index = {(r, n): i for r, g in df.groupby("run") for n, i in dense_index(g["layer"].unique()).items()}
+    key = pd.Series(list(zip(df["run"], df["layer"], strict=True)), index=df.index)
+    df = df.assign(layer_index=key.map(index))
+    df = df[df["layer_index"].notna()].astype({"layer_index": np.int64})
     arms = run_arms(runs, df["run"].unique())
     df = _before_divergence(df, runs)
     early = max(1, round(0.1 * int(df["step"].max())))

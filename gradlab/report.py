@@ -252,8 +252,9 @@ def _theory_summary(theory: pd.DataFrame | None) -> tuple[pd.Series, pd.Series]:
     reason = t["reason"].fillna("").astype(str) if "reason" in t else pd.Series("", index=t.index)
     skipped = pd.Series(reason[reason != ""].to_numpy(), index=t.loc[reason != "", "run"].to_numpy())
     ok = t[(reason == "").to_numpy()].dropna(subset=["layer_index"]).sort_values("layer_index", kind="stable")
-    pred = ok.groupby("run")["predicted"]
-    return (pred.first() / pred.last()).astype(float), skipped[~skipped.index.duplicated()]
+    first = ok.drop_duplicates("run", keep="first").set_index("run")["predicted"]  # nan stays nan
+    last = ok.drop_duplicates("run", keep="last").set_index("run")["predicted"]
+    return (first / last).astype(float), skipped[~skipped.index.duplicated()]
 
 
 def _template(name: str) -> str:

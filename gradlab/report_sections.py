@@ -129,9 +129,10 @@ def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
             sci(10 ** rep.ratio_end.get(run, np.nan)),
         ]
         if rep.theory is not None:
-            why = rep.theory_skipped.get(run)
-            pred = sci(rep.predicted_ratio.get(run))
-            cells.append(f'<span title="{esc(why)}">{NONE}</span>' if why else pred)
+            why, pred = rep.theory_skipped.get(run), rep.predicted_ratio.get(run)
+            if not why and pred is not None and not np.isfinite(pred):
+                why = "no prediction for the first dense layer (see gradlab.theory_runs)"
+            cells.append(f'<span title="{esc(why)}">{NONE}</span>' if why else sci(pred))
         cells.append(rep.verdict_html(run))
         rows.append(cells)
     n = len(header)

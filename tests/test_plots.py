@@ -228,6 +228,17 @@ def test_gradient_flow_series_predicted_overlay_anchored_at_output(sweep):
     assert p["value"].iloc[0] == pytest.approx(m["value"].iloc[-1] * 0.25**4)
 
 
+def test_gradient_flow_series_numbers_dense_layers_per_run():
+    plain = make_run("plain", depth=3, steps=0, hist_steps=())
+    bn = make_run("bn", depth=3, steps=0, hist_steps=(), batch_norm=True)
+    # a batch-norm net names its layers dense_0, batchnorm_1, relu_2, dense_3, …
+    rename = {f"dense_{2 * i}": f"dense_{3 * i}" for i in range(4)}
+    m = pd.concat([plain["metrics"], bn["metrics"].assign(layer=bn["metrics"]["layer"].replace(rename))])
+    s = plots.gradient_flow_series(m, pd.DataFrame([plain["row"], bn["row"]]), which=("grad_out_norm",))
+    for arm, g in s.groupby("arm"):
+        assert g["layer_index"].tolist() == [0, 1, 2, 3], arm  # not 0…6 over the union of names
+
+
 def test_gradient_flow_series_one_panel_for_runs_measured_at_init_only():
     part = make_run("init-only", steps=0, hist_steps=())
     s = plots.gradient_flow_series(part["metrics"], pd.DataFrame([part["row"]]))

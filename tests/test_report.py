@@ -214,3 +214,13 @@ def test_phase_diagram_for_a_single_activation(tmp_path, monkeypatch):
     monkeypatch.setattr(report_sections, "PHASE_GRID", (8, 4))  # the drawing is under test, not the grid
     html = report.write_report(one, metrics[metrics["run"] == "tanh-ordered"], tmp_path).read_text()
     assert 'alt="phase diagram"' in html and "labelled by the measured" in html
+
+
+def test_predicted_ratio_is_nan_when_the_first_layer_has_no_prediction():
+    theory = pd.DataFrame({"run": ["a", "a", "a", "b", "c"],
+                           "layer_index": pd.array([0, 1, 2, None, 0], "Int64"),
+                           "predicted": [np.nan, 4.0, 2.0, np.nan, 1.0],
+                           "reason": ["", "", "", "dropout", ""]})
+    ratio, skipped = report._theory_summary(theory)
+    assert np.isnan(ratio["a"]) and ratio["c"] == 1.0 and "b" not in ratio
+    assert skipped.to_dict() == {"b": "dropout"}
