@@ -87,14 +87,21 @@ def format_value(value: Any) -> str:
 
 
 def arm_labels(runs: pd.DataFrame) -> pd.Series:
-    """Arm label per run (index = run id): ``name`` if non-empty, else the varying config "k=v" pairs."""
+    """Arm label per run (index = run id): ``name`` if non-empty, else the varying config "k=v" pairs.
+
+    A name shared by runs whose configs differ (beyond the seed) gets those differences appended,
+    so two arms are never drawn as one.
+    """
     axes = varying_axes(runs)
     cols = axes or [c for c in FALLBACK_LABEL_COLUMNS if c in runs.columns]
+    names = runs["name"].astype("string").fillna("").str.strip() if "name" in runs.columns else None
     labels = []
-    for _, row in runs.iterrows():
-        name = row.get("name", "")
-        if isinstance(name, str) and name.strip():
-            labels.append(name.strip())
+    for i, (_, row) in enumerate(runs.iterrows()):
+        name = names.iloc[i] if names is not None else ""
+        if name:
+            same = runs[names == name]
+            extra = [c for c in axes if same[c].astype("string").fillna("<NA>").nunique() > 1]
+            labels.append(" ".join([name] + [f"{c}={format_value(row[c])}" for c in extra]))
         elif cols:
             labels.append(" ".join(f"{c}={format_value(row[c])}" for c in cols))
         else:

@@ -180,6 +180,11 @@ def test_arm_labels_use_name_else_varying_config(sweep):
     named = runs.assign(name=["", "deep sigmoid", "", "", "", "", ""])
     assert plots.arm_labels(named)["r-sig6"] == "deep sigmoid"
     assert plots.varying_axes(runs) == ["depth", "activation", "init", "weight_scale", "clip_norm"]
+    # one name on two different configs: the difference is appended, the arms stay apart
+    shared = runs.assign(name=["same"] * len(runs))
+    lab = plots.arm_labels(shared)
+    assert lab["r-sig6"] == lab["r-sig6b"] != lab["r-tanh6"]
+    assert lab["r-tanh6"].startswith("same ") and "activation=tanh" in lab["r-tanh6"]
 
 
 def test_arm_colors_fixed_in_natural_order():
