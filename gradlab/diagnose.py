@@ -2,33 +2,10 @@
 which step, measured how, against which threshold, and what usually fixes it.
 
 :func:`diagnose` applies the pure rules of :mod:`gradlab.rules` (thresholds: :class:`Thresholds`,
-each documented with its source) and returns a *findings* frame, one row per run and rule:
-
-=========  ==================================================================================
-run        the run id
-kind       one of :data:`KINDS` (what ``--fail-on`` selects)
-rule       the check that fired (``vanishing_ratio``, ``exploding_growth``, ``update_ratio_low``…)
-layer      the layer concerned: for the layer-wise rules the *worst* affected layer (see below);
-           "" for run-level findings
-layers     the layers affected, comma-separated in forward order
-step       the first recorded step at which it held (in any affected layer; Int64; <NA> for
-           ``healthy``/``failed``)
-metric     the metric ``value`` measures (``grad_out_norm`` ratio, ``update_ratio``, ``loss``…; "" if none)
-value      the measured value (median over the first window in which it held; see gradlab.rules);
-           for ``diverged`` what went non-finite: ‖g‖ or the loss (op "is"), or a NaN/Inf count
-op         how value compares with threshold when the rule fires ("<", ">", "≥"; "is": no threshold)
-threshold  the threshold it was compared with (NaN when there is none)
-severity   "error" (diverged, failed, vanishing, exploding: training cannot work as set up),
-           "warning" (saturation, dead_units, update_ratio: it works badly), "info" (healthy, no_data,
-           and findings that are a consequence of another one: see ``cause``)
-cause      the kind of the finding in the same run this one follows from ("" when none): an
-           ``update_ratio_low`` finding in a run that is ``vanishing`` (the tiny gradients make the
-           tiny updates), an ``update_ratio_high`` finding in a run that ``diverged`` or is
-           ``exploding``. Such findings are kept, not dropped, but marked (severity "info", message
-           says so) and left out of :func:`run_verdicts`.
-message    plain English with the evidence
-fix        a concrete suggestion, using the run's config from ``runs`` when given
-=========  ==================================================================================
+each documented with its source) and returns a *findings* frame, one row per run and rule, worded
+here (:func:`suggest_fix` and the messages). Its columns, and how it is shown (``format_findings``),
+saved (``findings_to_json``/``findings_from_json``) and summed up per run (``run_verdicts``), are
+in :mod:`gradlab.findings`; those names are re-exported here.
 
 The layer-wise rules (``saturation``, ``dead_units``, ``update_ratio_low``/``_high``) are judged per
 layer, then merged into one finding per run and rule: ``layer`` and ``value`` are the worst layer's
@@ -41,6 +18,8 @@ e.g. for evidence charts.
 Every run gets at least one row: ``healthy`` when rules were checked and none fired, ``no_data`` when
 no rule could be checked (no usable metrics), ``failed`` when the runs table says so. Rules whose
 metrics a run lacks are skipped for it (the ``healthy`` message lists the rules that were checked).
+A finding that follows from another one in the same run (``cause``: tiny updates in a ``vanishing``
+run, huge ones in a ``diverged`` or ``exploding`` run) is kept with severity "info".
 
 ``diverged`` takes its step and layer from the runs table (``diverged_step``/``diverged_layer``)
 when given; from the metrics alone, the step is the first with ``nonfinite > 0`` or a non-finite loss
@@ -56,9 +35,7 @@ overflow), else the loss, else the layer's NaN/Inf count (op ">", threshold 0).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,17 +43,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.rules import aggregate_layers, prepare, rule_diverged, rule_growth, rule_layerwise, rule_ratio
+from gradlab.findings import (
+    COLUMNS,
+    KINDS,
+    SEVERITY,
+    findings_frame,
+    findings_from_json,
+    findings_to_json,
+    fmt_num,
+    format_findings,
+    run_verdicts,
+)
+from gradlab.rule_table import Table, prepare
+from gradlab.rules import aggregate_layers, rule_diverged, rule_growth, rule_layerwise, rule_ratio
 
-KINDS = ("diverged", "failed", "exploding", "vanishing", "saturation", "dead_units", "update_ratio",
-         "no_data", "healthy")
-"""Every finding kind, most serious first (the order of :func:`run_verdicts`)."""
-
-SEVERITY = {"diverged": "error", "failed": "error", "exploding": "error", "vanishing": "error",
-            "saturation": "warning", "dead_units": "warning", "update_ratio": "warning",
-            "no_data": "info", "healthy": "info"}
-COLUMNS = ["run", "kind", "rule", "layer", "layers", "step", "metric", "value", "op", "threshold",
-           "severity", "cause", "message", "fix"]
 _CHECKED = ("diverged", "vanishing", "exploding", "saturation", "dead_units", "update_ratio")
 _BOUNDED = ("sigmoid", "tanh")
 _CAUSES = {"update_ratio_low": ("vanishing",), "update_ratio_high": ("diverged", "exploding")}
@@ -217,21 +197,7 @@ def diagnose(
                        int(t.layer_pos[f["l"]]) if f["l"] >= 0 else -1),
         })
     records.sort(key=lambda x: (x["run"], x["_order"]))
-    return _frame(records)
-
-
-def _frame(records: list[dict]) -> pd.DataFrame:
-    """The findings frame with its fixed columns and dtypes."""
-    df = pd.DataFrame({c: [rec.get(c) for rec in records] for c in COLUMNS})
-    for c in COLUMNS:
-        if c not in ("step", "value", "threshold"):
-            df[c] = df[c].astype("string")
-    for c in ("metric", "cause"):  # absent from findings saved before these columns existed
-        df[c] = df[c].fillna("")
-    df["step"] = pd.array([None if s is None or pd.isna(s) else int(s) for s in df["step"]], dtype="Int64")
-    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
-    df["threshold"] = pd.to_numeric(df["threshold"], errors="coerce").astype("float64")
-    return df
+    return findings_frame(records)
 
 
 def _configs(runs: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
@@ -241,7 +207,7 @@ def _configs(runs: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
     return {str(row["run"]): row for row in runs.to_dict("records")}
 
 
-def _steps_per_run(t: Any) -> np.ndarray:
+def _steps_per_run(t: Table) -> np.ndarray:
     """How many distinct steps each run recorded (from its network-level rows when it has them)."""
     n = np.zeros(len(t.runs), dtype=np.int64)
     for name in ("loss", "grad_norm_total", "grad_out_norm", "nonfinite"):
@@ -252,19 +218,18 @@ def _steps_per_run(t: Any) -> np.ndarray:
     return n
 
 
-def _g(x: float) -> str:
-    """A number in two significant digits (scientific when small or large)."""
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2g}"
-
-
 def _short(names: list[str], keep: int = 4) -> str:
     """``a, b, c`` or ``a, b, …, z`` for long lists."""
     return ", ".join(names) if len(names) <= keep else f"{names[0]}, {names[1]}, …, {names[-1]}"
 
 
+def _span(f: dict) -> str:
+    """The steps of the window a rule held over: ``steps 3–12`` or ``step 0``."""
+    return f"steps {f['lo']}–{f['hi']}" if f["lo"] != f["hi"] else f"step {f['lo']}"
+
+
 def _window(f: dict) -> str:
-    span = f"steps {f['lo']}–{f['hi']}" if f["lo"] != f["hi"] else f"step {f['lo']}"
-    return f"held at {f['hits']} of {f['span']} recorded steps ({span})"
+    return f"held at {f['hits']} of {f['span']} recorded steps ({_span(f)})"
 
 
 _CAUSE_TEXT = {"vanishing": "a consequence of the vanishing gradient (see that finding)",
@@ -286,18 +251,18 @@ def _diverged_message(f: dict, layer: str) -> str:
     else:
         where = f" in {layer}" if layer else " in the loss or global gradient norm"
         what = f"non-finite values (NaN/Inf) first appeared at {step}{where}"
-    net = [f"{k}={_g(v)}" for k, v in (("‖g‖", f["g"]), ("loss", f["loss"])) if v is not None]
+    net = [f"{k}={fmt_num(v)}" for k, v in (("‖g‖", f["g"]), ("loss", f["loss"])) if v is not None]
     return what + (f"; at that step {', '.join(net)}" if net else "") + "; training stopped"
 
 
-def _layerwise_message(f: dict, t: Any, layer: str) -> str:
+def _layerwise_message(f: dict, t: Table, layer: str) -> str:
     """How many of the run's checked layers a layer-wise rule flags, which, the worst, from when."""
     per = f.get("per_layer", [f])
     names = [str(t.layer_names[x["l"]]) for x in per]
     pct = f["kind"] != "update_ratio"
-    val, thr = (f"{v:.0%}" if pct else _g(v) for v in (f["value"], f["threshold"]))
+    val, thr = (f"{v:.0%}" if pct else fmt_num(v) for v in (f["value"], f["threshold"]))
     op = {"<": "below", ">": "above", "≥": "at least"}[f["op"]]
-    span = f"steps {f['lo']}–{f['hi']}" if f["lo"] != f["hi"] else f"step {f['lo']}"
+    span = _span(f)
     if f["kind"] == "update_ratio":
         subject = f"update/weight ratio ‖ΔW‖/‖W‖ {op} {thr}"
         tail = " — " + ("learning stalls" if f["op"] == "<" else "updates are unstable") + " (healthy ≈ 1e-3)"
@@ -318,7 +283,7 @@ def _layerwise_message(f: dict, t: Any, layer: str) -> str:
     return f"{subject} {ev} from step {f['step']} on{tail}{cause}"
 
 
-def _message(f: dict, t: Any, th: Thresholds, layer: str) -> str:
+def _message(f: dict, t: Table, th: Thresholds, layer: str) -> str:
     """Plain English with the evidence of one raw finding."""
     kind, rule = f["kind"], f["rule"]
     names = [str(t.layer_names[x]) for x in f["layers"]]
@@ -326,15 +291,15 @@ def _message(f: dict, t: Any, th: Thresholds, layer: str) -> str:
         first, last = t.layer_names[f["first"]], t.layer_names[f["last"]]
         verb = "shrinks to" if kind == "vanishing" else "grows to"
         rel = "below" if kind == "vanishing" else "above"
-        return (f"back-propagated ‖∂L/∂y‖ {verb} {_g(f['value'])}× from {last} (output) to {first} "
-                f"(threshold {_g(f['threshold'])}) from step {f['step']} on; {_window(f)}; {rel} the "
+        return (f"back-propagated ‖∂L/∂y‖ {verb} {fmt_num(f['value'])}× from {last} (output) to {first} "
+                f"(threshold {fmt_num(f['threshold'])}) from step {f['step']} on; {_window(f)}; {rel} the "
                 f"threshold relative to {last} at {len(names)} of {f['n_dense']} dense layers"
                 + (f" ({_short(names)})" if names else ""))
     if rule == "exploding_growth":
         steps = f"{f['k']} recorded step" + ("s" if f["k"] != 1 else "")
-        return (f"global gradient norm grew {_g(f['value'])}× in {steps}, from "
-                f"{_g(f['g0'])} at step {f['s0']} to {_g(f['g1'])} at step {f['s1']} (threshold "
-                f"{_g(f['threshold'])}× within {th.window} steps)")
+        return (f"global gradient norm grew {fmt_num(f['value'])}× in {steps}, from "
+                f"{fmt_num(f['g0'])} at step {f['s0']} to {fmt_num(f['g1'])} at step {f['s1']} (threshold "
+                f"{fmt_num(f['threshold'])}× within {th.window} steps)")
     if kind == "diverged":
         return _diverged_message(f, layer)
     if kind in ("saturation", "dead_units", "update_ratio"):
@@ -413,113 +378,6 @@ def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = No
     if kind == "no_data":
         return "record the layers' metrics (record_layers, record_every) and diagnose again"
     return ""
-
-
-def run_verdicts(findings: pd.DataFrame) -> pd.Series:
-    """Run → short verdict: its finding kinds, most serious first ("vanishing, dead_units", "healthy").
-
-    Findings marked as a consequence of another (``cause``) are left out: their cause is listed.
-    """
-    if findings.empty:
-        return pd.Series(dtype="string", name="verdict")
-    rank = {k: i for i, k in enumerate(KINDS)}
-    if "cause" in findings:
-        findings = findings[findings["cause"].fillna("").astype(str).eq("")]
-    kinds = findings[["run", "kind"]].drop_duplicates()
-    kinds = kinds.assign(_r=kinds["kind"].map(rank)).sort_values(["run", "_r"], kind="stable")
-    out = kinds.groupby("run", sort=False)["kind"].agg(", ".join).astype("string")
-    out.index = out.index.astype("string")
-    out.index.name = "run"
-    return out.rename("verdict")
-
-
-def format_findings(findings: pd.DataFrame, width: int = 110, *, runs: pd.DataFrame | None = None) -> str:
-    """A fixed-width table for the terminal: run, layer(s), kind, since step, value vs threshold, fix.
-
-    Args:
-        runs: the runs table; when given, runs are labelled by their arm ``name`` (plus a short id
-            when several runs share a name) instead of the bare id.
-    """
-    if findings.empty:
-        return "no findings"
-    label = _run_labels(findings, runs)
-    head = ["run", "layer", "kind", "since", "value vs threshold", "fix"]
-    rows = []
-    for f in findings.to_dict("records"):
-        kind = str(f["kind"]) + (" ←" + str(f["cause"]) if _str(f.get("cause")) else "")
-        layer = _str(f["layer"]) or "—"
-        n = len(_str(f.get("layers")).split(", ")) if _str(f.get("layers")) and _str(f["layer"]) else 0
-        layer = _clip(layer, 16) + (f" +{n - 1}" if n > 1 else "")
-        since = "" if pd.isna(f["step"]) else str(f["step"])
-        rows.append([_clip(label[str(f["run"])], 24), layer, kind, since, _value_cell(f),
-                     _str(f["fix"]) or "—"])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:-1])]
-    lead = sum(widths) + 2 * len(widths)
-    fix_w = max(24, width - lead)
-
-    def line(cells: list[str], fix: str) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + fix
-
-    out = [line(head[:-1], head[-1]), line(["-" * w for w in widths], "-" * min(fix_w, 40))]
-    for r in rows:
-        wrapped = textwrap.wrap(r[-1], fix_w) or [""]
-        out.append(line(r[:-1], wrapped[0]).rstrip())
-        out.extend((" " * lead + w).rstrip() for w in wrapped[1:])
-    if any(_str(c) for c in findings.get("cause", [])):
-        out.append("(kind ←cause: a consequence of the run's <cause> finding; severity info)")
-    return "\n".join(out)
-
-
-_LABEL = {"grad_norm_total": "‖g‖", "loss": "loss", "nonfinite": "non-finite"}
-
-
-def _value_cell(f: Mapping[str, Any]) -> str:
-    """``value op threshold``; for ``diverged`` what went non-finite (``‖g‖=inf``, ``non-finite=80``)."""
-    v, metric = f["value"], _str(f.get("metric"))
-    if pd.isna(v):
-        return ""
-    if f["kind"] == "diverged" or f["op"] == "is":
-        return f"{_LABEL.get(metric, metric or 'value')}={_g(v)}"
-    return f"{_g(v)} {f['op']} {_g(f['threshold'])}"
-
-
-def _run_labels(findings: pd.DataFrame, runs: pd.DataFrame | None) -> dict[str, str]:
-    """Run id → its arm name (with a short id when names repeat), else the id."""
-    ids = [str(r) for r in dict.fromkeys(findings["run"])]
-    names: dict[str, str] = {}
-    if runs is not None and {"run", "name"} <= set(runs.columns):
-        names = {str(r): _str(n) for r, n in zip(runs["run"], runs["name"], strict=True)}
-    count = pd.Series([names.get(r, "") for r in ids]).value_counts()
-    out = {}
-    for r in ids:
-        n = names.get(r, "")
-        out[r] = r if not n else n if count[n] == 1 else f"{n} ({r[:6]})"
-    return out
-
-
-def _str(x: Any) -> str:
-    """A string cell, with None/NA as ""."""
-    return "" if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) else str(x)
-
-
-def _clip(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def findings_to_json(findings: pd.DataFrame) -> str:
-    """The findings as a JSON array of objects (NaN and <NA> as null); exact float round-trip."""
-    def clean(v: Any) -> Any:
-        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-            return None
-        return v.item() if isinstance(v, np.generic) else v
-
-    records = [{k: clean(v) for k, v in rec.items()} for rec in findings.to_dict("records")]
-    return json.dumps(records, ensure_ascii=False, indent=1)
-
-
-def findings_from_json(text: str) -> pd.DataFrame:
-    """The findings frame back from :func:`findings_to_json` (same columns and dtypes)."""
-    return _frame(json.loads(text))
 
 
 __all__ = ["COLUMNS", "KINDS", "SEVERITY", "Thresholds", "diagnose", "findings_from_json",

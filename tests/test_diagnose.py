@@ -476,6 +476,23 @@ def test_json_round_trip(mixed):
     assert findings_from_json(old)["cause"].tolist() == [""] * len(mixed)  # saved before the columns
 
 
+def test_findings_names_are_re_exported_and_the_modules_import_one_way():
+    """The findings frame's names live in gradlab.findings; diagnose re-exports the same objects."""
+    import subprocess
+    import sys
+
+    from gradlab import diagnose as dg
+    from gradlab import findings
+
+    for name in ("COLUMNS", "KINDS", "SEVERITY", "findings_from_json", "findings_to_json",
+                 "format_findings", "run_verdicts"):
+        assert getattr(dg, name) is getattr(findings, name) and name in dg.__all__
+    # findings → nothing of gradlab's rules; rule_table → rules → diagnose, never back
+    code = "import sys, gradlab.findings, gradlab.rules; print('gradlab.diagnose' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_fixes_use_the_run_config(mixed):
     fix = only(mixed, "a-very-long-run-identifier-0001", "vanishing")["fix"]
     assert "replace sigmoid" in fix and "He init" in fix and "batch_norm=true" in fix
