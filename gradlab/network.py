@@ -88,6 +88,7 @@ class Network:
 
     def _forward(self, entries: Sequence[tuple[str, Layer]], x: Array) -> Array:
         fwd = self._fwd
+        seen = readonly(x) if fwd else None  # one read-only view per array: y is the next layer's x
         for name, layer in entries:
             if isinstance(layer, Residual):
                 h = self._forward(layer.body, x)
@@ -97,8 +98,10 @@ class Network:
             else:
                 y = layer.forward(x)
             if fwd:
+                seen_y = readonly(y)
                 for hook in fwd.get(name, ()):
-                    hook(name, layer, readonly(x), readonly(y))
+                    hook(name, layer, seen, seen_y)
+                seen = seen_y
             x = y
         return x
 
@@ -108,14 +111,17 @@ class Network:
 
     def _backward(self, entries: Sequence[tuple[str, Layer]], g: Array) -> Array:
         bwd = self._bwd
+        seen = readonly(g) if bwd else None  # a layer's grad_in is the next one's grad_out
         for name, layer in reversed(entries):
             if isinstance(layer, Residual):
                 gin = g + self._backward(layer.body, g)  # dx = g + J_fᵀ g
             else:
                 gin = layer.backward(g)
             if bwd:
+                seen_in = readonly(gin)
                 for hook in bwd.get(name, ()):
-                    hook(name, layer, readonly(gin), readonly(g))
+                    hook(name, layer, seen_in, seen)
+                seen = seen_in
             g = gin
         return g
 
