@@ -240,7 +240,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         raise ValueError(f"--fail-on {','.join(unknown)} is not a finding kind; allowed: {', '.join(KINDS)}")
     runs, metrics = load_results(args.runs_dir)
     findings = diagnose(metrics, runs)
-    width = max(110, shutil.get_terminal_size((110, 24)).columns)
+    width = max(140, shutil.get_terminal_size((140, 24)).columns)
     print(findings_to_json(findings) if args.json else format_findings(findings, width=width, runs=runs))
     hit = findings[findings["kind"].isin(fail_on)] if fail_on else findings.iloc[:0]
     if len(hit):
