@@ -113,7 +113,8 @@ def format_findings(findings: pd.DataFrame, width: int = 110, *, runs: pd.DataFr
         n = len(_str(f.get("layers")).split(", ")) if _str(f.get("layers")) and _str(f["layer"]) else 0
         layer = _clip(layer, 16) + (f" +{n - 1}" if n > 1 else "")
         since = "" if pd.isna(f["step"]) else str(f["step"])
-        rows.append([_clip(label[str(f["run"])], 24 if width < 130 else 32), layer, kind, since, _value_cell(f),
+        clip = 24 if width < 130 else 32
+        rows.append([_clip(label[str(f["run"])], clip), layer, kind, since, _value_cell(f),
                      _str(f["fix"]) or "—"])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:-1])]
     lead = sum(widths) + 2 * len(widths)
