@@ -15,6 +15,24 @@ SHAPES = [
 ]
 
 
+CLASSES = 10
+
+
+def torch_mlp(depth: int, width: int, act: str):
+    """The benchmark network in PyTorch (seeded, one thread) with its SGD optimizer, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    layers: list = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU() if act == "relu" else torch.nn.Tanh()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, CLASSES))
+    return model, torch.optim.SGD(model.parameters(), lr=1e-4)
+
+
 def blas_description() -> str:
     """Which BLAS library, kernel and thread count numpy uses here."""
     from threadpoolctl import threadpool_info

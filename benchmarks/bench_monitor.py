@@ -15,15 +15,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHAPES, blas_description, interleaved_medians
+from _common import CLASSES, SHAPES, blas_description, interleaved_medians, torch_mlp
 
 import gradlab
 from gradlab.hooks import StepInfo
 from gradlab.losses import accuracy, softmax_cross_entropy
 from gradlab.monitor import GradientMonitor
 from gradlab.optim import global_norm
-
-CLASSES = 10
 
 
 def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool):
@@ -55,19 +53,12 @@ def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool):
 
 def torch_steps(depth: int, width: int, batch: int, act: str):
     """Closures (bare, hooked) of the same network in PyTorch, or None without torch."""
-    try:
-        import torch
-    except ImportError:
+    if torch_mlp(1, 2, act) is None:
         return None
-    torch.set_num_threads(1)
+    import torch
 
     def build(hooked: bool):
-        torch.manual_seed(0)
-        layers: list = []
-        for _ in range(depth):
-            layers += [torch.nn.Linear(width, width), torch.nn.ReLU() if act == "relu" else torch.nn.Tanh()]
-        model = torch.nn.Sequential(*layers, torch.nn.Linear(width, CLASSES))
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        model, opt = torch_mlp(depth, width, act)
         x, y = torch.randn(batch, width), torch.randint(0, CLASSES, (batch,))
         loss_fn = torch.nn.CrossEntropyLoss()
         rows: list[list[float]] = []

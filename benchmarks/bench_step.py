@@ -15,12 +15,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHAPES, blas_description, interleaved_medians
+from _common import CLASSES, SHAPES, blas_description, interleaved_medians, torch_mlp
 
 import gradlab
 from gradlab.losses import softmax_cross_entropy
-
-CLASSES = 10
 
 
 def gradlab_step(depth: int, width: int, batch: int, act: str):
@@ -61,17 +59,12 @@ def gemm_floor(depth: int, width: int, batch: int, act: str):
 
 def torch_step(depth: int, width: int, batch: int, act: str):
     """A closure running the same network's step in PyTorch (CPU), or None without torch."""
-    try:
-        import torch
-    except ImportError:
+    built = torch_mlp(depth, width, act)
+    if built is None:
         return None
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    layers: list = []
-    for _ in range(depth):
-        layers += [torch.nn.Linear(width, width), torch.nn.ReLU() if act == "relu" else torch.nn.Tanh()]
-    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, CLASSES))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    import torch
+
+    model, opt = built
     x = torch.randn(batch, width)
     y = torch.randint(0, CLASSES, (batch,))
     loss_fn = torch.nn.CrossEntropyLoss()
