@@ -1,8 +1,9 @@
 """Per-layer gradient statistics: the built-in :class:`GradientMonitor` and the framework-neutral
 :class:`Observer` that a user's own NumPy loop calls once per layer per step.
 
-Both fill the same columns through :meth:`Observer.observe`, so a hand-written network and gradlab's
-``Network`` with the same weights produce the same frame. Metric names: ``gradlab.records.METRICS``.
+Both compute through :meth:`Observer.forward_stats` and :meth:`Observer.backward_stats`, so a
+hand-written network and gradlab's ``Network`` with the same weights produce the same frame. Metric
+names: ``gradlab.records.METRICS``.
 """
 
 from __future__ import annotations
@@ -77,16 +78,6 @@ class _Slot:
         self.rule_saturated = act.saturated if act is not None else None
         self.rule_inactive = act.inactive if act is not None else None
         self.last_active: Array | None = None  # per unit: the last step it was active in
-
-
-class Entry:
-    """The arrays of one layer at one step (any may be None)."""
-
-    __slots__ = ("W", "dW", "db", "gin", "gout", "slot", "upd", "x", "y")
-
-    def __init__(self, slot: _Slot, y=None, x=None, W=None, dW=None, db=None, upd=None, gin=None, gout=None):
-        self.slot, self.y, self.x, self.W, self.dW, self.db = slot, y, x, W, dW, db
-        self.upd, self.gin, self.gout = upd, gin, gout
 
 
 class Observer:
@@ -164,38 +155,15 @@ class Observer:
             if kind is None:
                 kind = "activation" if activation is not None else "dense" if weight is not None else "layer"
             self.add_layer(layer, kind, activation)
-        entry = Entry(
-            self.slots[layer],
-            output,
-            preactivation,
-            weight,
-            weight_grad,
-            bias_grad,
-            update,
-            grad_in,
-            grad_out,
-        )
+        slot = self.slots[layer]
         row = self._row_for(step)
-        (bad,) = self.compute(row, [entry], self.recorder.n_steps - 1)
-        if (bad[0] or bad[1]) and self.divergence is None:
+        tick = self.recorder.n_steps - 1
+        y_bad = self.forward_stats(slot, row, output, preactivation, tick)
+        g_bad = self.backward_stats(slot, row, grad_in, grad_out, weight, weight_grad, bias_grad, update)
+        if (y_bad or g_bad) and self.divergence is None:
             self.divergence = (step, layer)
         if self.hist_schedule(step):
-            self.hists(step, [entry])
-
-    def compute(self, row: Array, entries: Sequence[Entry], tick: int) -> list[tuple[bool, bool]]:
-        """Write every statistic of ``entries`` into ``row``; ``tick`` counts recorded steps (row index).
-
-        Returns, per entry, whether (its output, its gradients) hold a non-finite value or a norm
-        that overflows: where a divergence shows first.
-        """
-        sq_of: dict[int, float] = {}
-        return [
-            (
-                self.forward_stats(e.slot, row, e.y, e.x, tick),
-                self.backward_stats(e.slot, row, e.gin, e.gout, e.W, e.dW, e.db, e.upd, sq_of),
-            )
-            for e in entries
-        ]
+            self.hists_of(step, layer, output, grad_out)
 
     def forward_stats(self, slot: _Slot, row: Array, y: Array | None, x: Array | None, tick: int) -> bool:
         """Statistics of a layer's output y (and input x); True when y is non-finite or overflows."""
@@ -263,12 +231,6 @@ class Observer:
         row[slot.c_nonfinite] = bad + (0 if prev != prev else prev)
         return bad > 0 or over
 
-    def update_ratios(self, row: Array, entries: Sequence[Entry]) -> None:
-        """‖ΔW‖/‖W‖ of the entries that carry an update (``weight_norm`` must be in ``row``)."""
-        for e in entries:
-            if e.upd is not None and e.slot.c_update_ratio >= 0:
-                row[e.slot.c_update_ratio] = ratio(math.sqrt(sq_norm(e.upd)), row[e.slot.c_weight_norm])
-
     def _activity(self, slot: _Slot, row: Array, inactive_frac: float, dead: Array, tick: int) -> None:
         row[slot.c_inactive_frac] = inactive_frac
         n = dead.size
@@ -280,12 +242,8 @@ class Observer:
         # every step so far, before the window fills)
         row[slot.c_dead_frac_window] = np.count_nonzero(slot.last_active <= tick - self.dead_window) / n
 
-    def hists(self, step: int, entries: Sequence[Entry]) -> None:
-        """Keep log-magnitude histograms of each entry's output and of ∂L/∂y at its output."""
-        for e in entries:
-            self._hists_of(step, e.slot.name, e.y, e.gout)
-
-    def _hists_of(self, step: int, layer: str, y: Array | None, gout: Array | None) -> None:
+    def hists_of(self, step: int, layer: str, y: Array | None, gout: Array | None) -> None:
+        """Keep log-magnitude histograms of a layer's output and of ∂L/∂y at its output."""
         if y is not None:
             self.recorder.add_hist(step, layer, "act", log2_hist(y))
         if gout is not None:
@@ -418,7 +376,7 @@ class GradientMonitor(Monitor):
         )
         if obs.hist_schedule(step):
             for name, (y, gout) in self._outputs.items():
-                obs._hists_of(step, name, y, gout)
+                obs.hists_of(step, name, y, gout)
         scratch.fill(np.nan)
         self._sq.clear()
         self._outputs.clear()
