@@ -67,6 +67,14 @@ def train_loop(
             net.backward(g)
             total = global_norm(grads)
             finite = math.isfinite(loss) and math.isfinite(total)
+            if not finite and not _all_watch(net, step):
+                # Off the monitors' schedule: measure the step it diverged at all the same, on
+                # the same batch and parameters (no update was applied).
+                net.begin_step(None)
+                out = net.forward(x)
+                loss, g = loss_fn(out, y)
+                net.backward(g)
+                total = global_norm(grads)
             last = step == steps or not finite
             clipped, post = False, total
             if not last and clip_norm > 0:
@@ -84,6 +92,11 @@ def train_loop(
         if not finite:
             return LoopResult("diverged", step, step, loss)
     return LoopResult("ok", steps, None, loss)
+
+
+def _all_watch(net: Network, step: int) -> bool:
+    """Whether every attached monitor observes ``step``."""
+    return all(getattr(m, "wants_step", lambda s: True)(step) for m in net.monitors)
 
 
 @dataclass

@@ -151,6 +151,15 @@ def test_diverging_learning_rate_is_a_result():
     assert np.isfinite(_value(f, res.diverged_step - 1, "", "grad_norm_total"))
 
 
+def test_divergence_off_the_record_schedule_is_still_measured():
+    res = run(
+        Config(activation="relu", init="he_normal", lr=50.0, steps=50, depth=5, width=32, record_every=7)
+    )
+    assert res.status == "diverged" and res.diverged_step % 7 != 0  # not a scheduled step
+    assert res.diverged_layer is not None
+    assert res.metrics.step.max() == res.diverged_step
+
+
 def test_steps_zero_measures_the_untrained_network():
     res = run(Config(steps=0, dataset="gaussian", depth=3, width=16, n_samples=256))
     f = res.metrics
