@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 # -- run ------------------------------------------------------------------------------------------------
 def parse_set(item: str) -> tuple[str, Any]:
     """``key=value`` → (key, value): the value is a TOML literal; string fields also take bare words."""
-    from gradlab.config import FIELDS, ConfigError, _type_name, closest_key
+    from gradlab.config import FIELDS, ConfigError, closest_key, type_name
 
     key, sep, raw = item.partition("=")
     key, raw = key.strip(), raw.strip()
@@ -48,7 +48,7 @@ def parse_set(item: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         if kind == "str" or kind.startswith("tuple"):
             return key, raw
-        raise ConfigError(f"--set {key}={raw!r} must be {_type_name(kind)}") from None
+        raise ConfigError(f"--set {key}={raw!r} must be {type_name(kind)}") from None
     if kind == "str" and not isinstance(value, str):
         return key, raw  # e.g. --set name=1
     return key, value

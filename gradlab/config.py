@@ -105,13 +105,18 @@ def closest_key(key: str, allowed: Any) -> str:
     return f"did you mean {near[0]!r}?" if near else f"allowed: {', '.join(allowed)}"
 
 
-def _type_name(t: Any) -> str:
+def type_name(t: Any) -> str:
+    """How an error message names a field's type annotation ("int" → "an integer")."""
     return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
         str(t), str(t)
     )
 
 
-def _check_type(name: str, value: Any) -> Any:
+def check_type(name: str, value: Any) -> Any:
+    """``value`` checked against the type of Config field ``name`` and coerced (int → float, str → tuple).
+
+    Raises ConfigError naming the field and the expected type; values are not range-checked here.
+    """
     expected = FIELDS[name].type
     if expected == "bool":
         ok = isinstance(value, bool)
@@ -131,7 +136,7 @@ def _check_type(name: str, value: Any) -> Any:
             raise ConfigError(f"{name}={value!r} must be a layer name or glob pattern, or a list of them")
         return value
     if not ok:
-        raise ConfigError(f"{name}={value!r} must be {_type_name(expected)}")
+        raise ConfigError(f"{name}={value!r} must be {type_name(expected)}")
     return value
 
 
@@ -140,14 +145,14 @@ def from_dict(d: dict[str, Any]) -> Config:
     for k in d:
         if k not in FIELDS:
             raise ConfigError(f"unknown key {k!r}: {closest_key(k, FIELDS)}")
-    return Config(**{k: _check_type(k, v) for k, v in d.items()})
+    return Config(**{k: check_type(k, v) for k, v in d.items()})
 
 
 def validate(c: Config) -> None:
     """Raise ConfigError naming the first field whose value is not allowed."""
     for name in FIELDS:
         value = getattr(c, name)
-        checked = _check_type(name, value)
+        checked = check_type(name, value)
         if checked is not value:
             object.__setattr__(c, name, checked)
     for name, choices in _CHOICES.items():

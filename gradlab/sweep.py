@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import FIELDS, Config, ConfigError, _check_type, closest_key
+from gradlab.config import FIELDS, Config, ConfigError, check_type, closest_key
 
 TABLES = ("sweep", "base", "grid", "variant", "exclude")
 SWEEP_KEYS = ("name", "description", "seeds")
@@ -125,7 +125,7 @@ def _check_keys(table: dict[str, Any], where: str, section: str, allowed: Any) -
 
 def _check_value(key: str, value: Any, where: str, section: str) -> Any:
     try:
-        return _check_type(key, value)
+        return check_type(key, value)
     except ConfigError as exc:
         raise SweepError(f"{where}: in {section}: {exc}") from None
 
