@@ -14,7 +14,6 @@ from gradlab.data import DATASETS
 from gradlab.init import INITS
 from gradlab.optim import OPTIMIZERS
 
-DATASET_NAMES = ("spirals", "blobs", "teacher", "gaussian", "digits")
 STATS = ("norms", "activations", "saturation", "nonfinite", "hist")
 
 
@@ -91,7 +90,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "activation": tuple(ACTIVATIONS),
     "init": tuple(INITS),
     "optimizer": tuple(OPTIMIZERS),
-    "dataset": DATASET_NAMES,
+    "dataset": tuple(DATASETS),
     "dtype": ("float32", "float64"),
 }
 _POSITIVE_INT = ("width", "batch_size", "n_samples", "record_every", "dead_window")
