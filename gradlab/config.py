@@ -189,9 +189,8 @@ def _validate_dataset_sizes(c: Config) -> None:
         raise ConfigError(
             f"input_dim={c.input_dim} is not allowed for dataset={c.dataset!r}; allowed: {allowed}"
         )
-    low = 2 if b.task == "classification" else 1
-    if c.n_classes and (c.n_classes < low or b.fixed_n_classes not in (None, c.n_classes)):
-        allowed = f"0 or {b.fixed_n_classes}" if b.fixed_n_classes else f"0 or >= {low}"
+    if c.n_classes and (c.n_classes < b.min_n_classes or b.fixed_n_classes not in (None, c.n_classes)):
+        allowed = f"0 or {b.fixed_n_classes}" if b.fixed_n_classes else f"0 or >= {b.min_n_classes}"
         raise ConfigError(
             f"n_classes={c.n_classes} is not allowed for dataset={c.dataset!r}; allowed: {allowed}"
         )

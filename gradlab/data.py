@@ -86,6 +86,11 @@ class Builder:
     fixed_n_classes: int | None = None
     max_samples: int | None = None
 
+    @property
+    def min_n_classes(self) -> int:
+        """The fewest classes a classification task allows (2), or targets a regression one (1)."""
+        return 2 if self.task == "classification" else 1
+
 
 def _balanced_labels(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     # class c gets n // k samples, plus one for the first n % k classes; order shuffled
@@ -220,12 +225,11 @@ def make_dataset(
         b.min_input_dim,
         f"an integer >= {b.min_input_dim} for dataset={name!r}",
     )
-    low = 2 if b.task == "classification" else 1
     k = _check_int(
         "n_classes",
         b.n_classes if n_classes is None else n_classes,
-        low,
-        f"an integer >= {low} for {b.task} dataset={name!r}",
+        b.min_n_classes,
+        f"an integer >= {b.min_n_classes} for {b.task} dataset={name!r}",
     )
     if b.fixed_input_dim is not None and d != b.fixed_input_dim:
         raise ValueError(f"input_dim must be {b.fixed_input_dim} for dataset={name!r}, got input_dim={d}")
