@@ -144,7 +144,7 @@ def from_dict(d: dict[str, Any]) -> Config:
     for k in d:
         if k not in FIELDS:
             raise ConfigError(f"unknown key {k!r}: {closest_key(k, FIELDS)}")
-    return Config(**{k: check_type(k, v) for k, v in d.items()})
+    return Config(**d)  # __post_init__ type-checks and coerces every field
 
 
 def validate(c: Config) -> None:
