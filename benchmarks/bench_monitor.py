@@ -2,6 +2,9 @@
 one process, and — when PyTorch is installed — the same networks in PyTorch CPU with forward and full
 backward hooks computing the same statistics. float32, one BLAS thread, every statistic every step.
 
+"lean" is the monitor restricted to the gradient and weight statistics (``stats=("weights",)``:
+no activation moments, saturation or dead units).
+
 Run: ``python benchmarks/bench_monitor.py [--repeats N]``.
 """
 
@@ -24,8 +27,8 @@ from gradlab.monitor import GradientMonitor
 from gradlab.optim import global_norm
 
 
-def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool):
-    """A closure running one gradlab step, with the full monitor attached or bare."""
+def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool, stats=None):
+    """A closure running one gradlab step, bare or with the monitor (all statistic groups, or ``stats``)."""
     init = "he_normal" if act == "relu" else "glorot_uniform"
     net = gradlab.mlp(width, CLASSES, depth=depth, width=width, activation=act, init=init, dtype="float32")
     opt = gradlab.SGD(1e-4)
@@ -33,7 +36,7 @@ def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool):
     y = np.random.default_rng(1).integers(0, CLASSES, batch)
     params, grads = net.params(), net.grads()
     if monitored:
-        net.attach(GradientMonitor(hist_every=None))
+        net.attach(GradientMonitor(hist_every=None, stats=stats))
         opt.measure_updates = True  # as gradlab.train.train_loop does with a monitor attached
     counter = iter(range(1 << 40))
 
@@ -116,13 +119,14 @@ def main() -> None:
     with threadpool_limits(1):
         print(f"BLAS: {blas_description()}")
         print(
-            f"{'shape':<22}{'bare ms':>9}{'monitored':>11}{'overhead':>10}"
+            f"{'shape':<22}{'bare ms':>9}{'monitored':>11}{'overhead':>10}{'lean':>8}"
             f"{'torch ms':>10}{'torch+hooks':>13}{'overhead':>10}{'gradlab/torch (hooked)':>24}"
         )
         for depth, width, batch, act in SHAPES:
             fns = {
                 "bare": gradlab_step(depth, width, batch, act, False),
                 "mon": gradlab_step(depth, width, batch, act, True),
+                "lean": gradlab_step(depth, width, batch, act, True, stats=("weights",)),
             }
             t = torch_steps(depth, width, batch, act)
             if t is not None:
@@ -132,6 +136,7 @@ def main() -> None:
             shape = f"{depth}×{width}×{batch} {act}"
             line = (
                 f"{shape:<22}{m['bare'] * 1e3:9.2f}{m['mon'] * 1e3:11.2f}{(m['mon'] / m['bare'] - 1):+10.1%}"
+                f"{(m['lean'] / m['bare'] - 1):+8.1%}"
             )
             if t is not None:
                 line += (

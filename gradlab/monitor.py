@@ -28,9 +28,30 @@ _FLOW = ("grad_in_norm", "grad_out_norm", "act_mean", "act_std", "nonfinite")
 _PARAM = ("grad_norm", "grad_b_norm", "weight_norm", "update_ratio")
 _PARAM_KEYS = {"dense": ("W", "b"), "batchnorm": ("gamma", "beta"), "layernorm": ("gamma", "beta")}
 
+STAT_GROUPS: dict[str, tuple[str, ...]] = {
+    "gradients": ("grad_norm", "grad_b_norm", "grad_in_norm", "grad_out_norm", "nonfinite"),
+    "weights": ("weight_norm", "update_ratio"),
+    "activations": ("act_mean", "act_std"),
+    "units": ("saturation", "inactive_frac", "dead_frac", "dead_frac_window"),
+}
+"""Statistics by group; ``gradients`` (with ``nonfinite``, the divergence guard) is always recorded."""
 
-def layer_metrics(kind: str, activation: ActivationFn | None) -> tuple[str, ...]:
-    """The metrics recorded for a layer of this kind (and activation rule, for activations)."""
+
+def stat_metrics(stats: Sequence[str] | None) -> frozenset[str]:
+    """The layer metrics the named groups record (None: every group); unknown groups list the allowed."""
+    if stats is None:
+        return frozenset(m for group in STAT_GROUPS.values() for m in group)
+    names = [stats] if isinstance(stats, str) else list(stats)
+    unknown = [g for g in names if g not in STAT_GROUPS]
+    if unknown:
+        raise ValueError(f"stats={unknown!r}: unknown group(s); allowed: {', '.join(STAT_GROUPS)}")
+    return frozenset(m for g in ("gradients", *names) for m in STAT_GROUPS[g])
+
+
+def layer_metrics(
+    kind: str, activation: ActivationFn | None, stats: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The metrics recorded for a layer of this kind (and activation rule), within ``stats`` groups."""
     metrics = list(_FLOW)
     if kind in _PARAM_KEYS:
         metrics = list(_PARAM) + metrics
@@ -39,7 +60,8 @@ def layer_metrics(kind: str, activation: ActivationFn | None) -> tuple[str, ...]
             metrics.append("saturation")
         if activation.inactive is not None:
             metrics += ["inactive_frac", "dead_frac", "dead_frac_window"]
-    return tuple(metrics)
+    wanted = stat_metrics(stats)
+    return tuple(m for m in metrics if m in wanted)
 
 
 class _Slot:
@@ -87,9 +109,17 @@ class Observer:
     order within a step; steps must not decrease), then :meth:`frame` for the tidy frame.
     """
 
-    def __init__(self, run: str = "", dead_window: int = 10, hist_every: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        run: str = "",
+        dead_window: int = 10,
+        hist_every: Schedule | None = None,
+        stats: Sequence[str] | None = None,
+    ) -> None:
         if isinstance(dead_window, bool) or not isinstance(dead_window, int) or dead_window < 1:
             raise ValueError(f"dead_window={dead_window!r} must be an integer >= 1")
+        stat_metrics(stats)
+        self.stats = None if stats is None else tuple([stats] if isinstance(stats, str) else stats)
         self.run = run
         self.dead_window = dead_window
         self.hist_schedule = (lambda s: False) if not hist_every else schedule_fn(hist_every)
@@ -112,7 +142,7 @@ class Observer:
         if name in self.slots:
             return
         act = get_activation(activation) if activation is not None else None
-        cols = {m: self._add_column(name, m) for m in layer_metrics(kind, act)}
+        cols = {m: self._add_column(name, m) for m in layer_metrics(kind, act, self.stats)}
         self.slots[name] = _Slot(name, kind, act, cols)
 
     def _row_for(self, step: int) -> Array:
@@ -170,15 +200,16 @@ class Observer:
         if y is None:
             return False
         mean, std, ss = moments(y)
-        row[slot.c_act_mean] = mean
-        row[slot.c_act_std] = std
+        if slot.c_act_mean >= 0:
+            row[slot.c_act_mean] = mean
+            row[slot.c_act_std] = std
         bad = count_nonfinite(y, ss)
         row[slot.c_nonfinite] = bad
-        if slot.rule_saturated is not None:
+        if slot.c_saturation >= 0:
             sat = rule_stats(y, x, slot.rule_saturated, per_unit=False)
             if sat is not None:
                 row[slot.c_saturation] = sat[0]
-        if slot.rule_inactive is not None:
+        if slot.c_inactive_frac >= 0:
             act = relu_stats(y) if slot.relu else rule_stats(y, x, slot.rule_inactive)
             if act is not None:
                 self._activity(slot, row, act[0], act[1], tick)
@@ -216,6 +247,9 @@ class Observer:
         if slot.c_weight_norm >= 0:
             if W is not None:
                 row[slot.c_weight_norm] = math.sqrt(sq_norm(W))
+            if upd is not None:
+                row[slot.c_update_ratio] = ratio(math.sqrt(sq_norm(upd)), row[slot.c_weight_norm])
+        if slot.c_grad_norm >= 0:
             if dW is not None:
                 v = sq_norm(dW)
                 row[slot.c_grad_norm] = math.sqrt(v)
@@ -225,8 +259,6 @@ class Observer:
                 v = sq_norm(db)
                 row[slot.c_grad_b_norm] = math.sqrt(v)
                 bad += count_nonfinite(db, v)
-            if upd is not None:
-                row[slot.c_update_ratio] = ratio(math.sqrt(sq_norm(upd)), row[slot.c_weight_norm])
         prev = row[slot.c_nonfinite]
         row[slot.c_nonfinite] = bad + (0 if prev != prev else prev)
         return bad > 0 or over
@@ -237,7 +269,7 @@ class Observer:
         row[slot.c_dead_frac] = np.count_nonzero(dead) / n
         if slot.last_active is None or slot.last_active.size != n:
             slot.last_active = np.full(n, -(1 << 62))  # never active so far
-        slot.last_active[~dead] = tick
+        np.putmask(slot.last_active, ~dead, tick)
         # dead over the window: inactive in each of the last `dead_window` recorded steps (or in
         # every step so far, before the window fills)
         row[slot.c_dead_frac_window] = np.count_nonzero(slot.last_active <= tick - self.dead_window) / n
@@ -299,9 +331,10 @@ class GradientMonitor(Monitor):
         every: Schedule = 1,
         hist_every: Schedule | None = None,
         dead_window: int = 10,
+        stats: Sequence[str] | None = None,
     ) -> None:
         super().__init__(layers=layers, every=every)
-        self.observer = Observer(run=run, dead_window=dead_window, hist_every=hist_every)
+        self.observer = Observer(run=run, dead_window=dead_window, hist_every=hist_every, stats=stats)
         self._layers: dict[str, Any] = {}
         self._scratch: Array | None = None
         self._sq: dict[int, float] = {}
@@ -348,7 +381,7 @@ class GradientMonitor(Monitor):
             known = info.update_sq_norms
             for name, slot in obs.slots.items():
                 keys = _PARAM_KEYS.get(slot.kind)
-                if keys is None:
+                if keys is None or slot.c_update_ratio < 0:
                     continue
                 key = f"{name}.{keys[0]}"
                 sq = known.get(key)

@@ -295,3 +295,20 @@ def test_monitor_hands_out_read_only_arrays():
         net.forward(np.ones((2, 3)))
     assert net.monitors == ()
     assert math.isfinite(float(net.forward(np.ones((2, 3))).sum()))
+
+
+def test_statistic_groups_choose_what_is_computed():
+    net = mlp(3, 2, depth=2, width=4, activation="tanh", rng=0)
+    x, y = np.ones((4, 3)), np.zeros(4, dtype=int)
+    mon = GradientMonitor(stats=["weights"])
+    with net.attach(mon):
+        train_loop(net, _stream(x, y), softmax_cross_entropy, SGD(0.1), steps=2)
+    got = set(mon.frame().metric)
+    assert {"grad_norm", "grad_in_norm", "grad_out_norm", "nonfinite", "weight_norm", "update_ratio"} <= got
+    assert not got & {"act_mean", "act_std", "saturation"}
+    full = GradientMonitor()
+    with net.attach(full):
+        train_loop(net, _stream(x, y), softmax_cross_entropy, SGD(0.1), steps=0)
+    assert {"act_mean", "saturation"} <= set(full.frame().metric)
+    with pytest.raises(ValueError, match=r"unknown group.*allowed: gradients, weights, activations, units"):
+        GradientMonitor(stats=["norms"])
