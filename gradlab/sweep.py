@@ -51,34 +51,24 @@ class Sweep:
 
     def configs(self) -> list[Config]:
         """Every run's Config, in the documented deterministic order (validated)."""
-        return [c for c, _ in self._expand()]
-
-    def _expand(self) -> list[tuple[Config, dict[str, str]]]:
         where = self.path or "sweep"
-        variants = self.variants or [{}]
         axes = list(self.grid)
         seeds: list[int | None] = list(self.seeds) if self.seeds else [None]
         used = [False] * len(self.exclude)
-        out: list[tuple[Config, dict[str, str]]] = []
+        out: list[Config] = []
         seen: dict[str, int] = {}
-        for vi, variant in enumerate(variants):
+        for vi, variant in enumerate(self.variants or [{}]):
             for combo in itertools.product(*(self.grid[a] for a in axes)):
+                arm = {**variant, **dict(zip(axes, combo, strict=True))}
                 for seed in seeds:
-                    values = {**self.base, **variant, **dict(zip(axes, combo, strict=True))}
-                    origin = {k: "[base]" for k in self.base}
-                    origin.update({k: _variant_label(vi, variant) for k in variant})
-                    origin.update({k: "[grid]" for k in axes})
-                    if seed is not None:
-                        values["seed"] = seed
-                        origin["seed"] = "[sweep] seeds"
+                    values = {**self.base, **arm} if seed is None else {**self.base, **arm, "seed": seed}
                     try:
                         config = Config(**values)
                     except ConfigError as exc:
-                        key = _error_key(str(exc))
-                        if key in origin:
-                            raise SweepError(f"{where}: in {origin[key]}: {exc}") from None
-                        shown = ", ".join(f"{a}={values[a]!r}" for a in (*variant, *axes))
-                        raise SweepError(f"{where}: in run {len(out) + 1} ({shown}): {exc}") from None
+                        origin = self._origin(_error_key(str(exc)), vi, seed is not None)
+                        if origin:
+                            raise SweepError(f"{where}: in {origin}: {exc}") from None
+                        raise SweepError(f"{where}: in run {len(out) + 1} ({_shown(arm)}): {exc}") from None
                     hit = [i for i, ex in enumerate(self.exclude) if _matches(config, ex)]
                     for i in hit:
                         used[i] = True
@@ -86,13 +76,12 @@ class Sweep:
                         continue
                     k = config.key()
                     if k in seen:
-                        shown = ", ".join(f"{a}={values[a]!r}" for a in (*variant, *axes) if a in values)
                         raise SweepError(
-                            f"{where}: runs {seen[k] + 1} and {len(out) + 1} are the same config ({shown}); "
-                            "remove the duplicate value"
+                            f"{where}: runs {seen[k] + 1} and {len(out) + 1} are the same config "
+                            f"({_shown(arm)}); remove the duplicate value"
                         )
                     seen[k] = len(out)
-                    out.append((config, origin))
+                    out.append(config)
         for i, u in enumerate(used):
             if not u:
                 raise SweepError(
@@ -101,6 +90,21 @@ class Sweep:
         if not out:
             raise SweepError(f"{where}: every combination is excluded; the sweep has no runs")
         return out
+
+    def _origin(self, key: str, variant_index: int, seeded: bool) -> str:
+        """The table that set field ``key`` in a run of the given variant, or "" if none did."""
+        variant = self.variants[variant_index] if self.variants else {}
+        if key == "seed" and seeded:
+            return "[sweep] seeds"
+        if key in self.grid:
+            return "[grid]"
+        if key in variant:
+            return _variant_label(variant_index, variant)
+        return "[base]" if key in self.base else ""
+
+
+def _shown(arm: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in arm.items())
 
 
 def _variant_label(i: int, variant: dict[str, Any]) -> str:
