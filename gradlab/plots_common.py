@@ -27,8 +27,6 @@ NOT_AN_AXIS = ("seed",)
 FALLBACK_LABEL_COLUMNS = ("depth", "activation", "init")
 """What an arm label shows when no config column varies across the sweep."""
 
-STATUS_MARKS = {"diverged": "diverged", "failed": "failed"}
-
 FIG_WIDTH = 9.0
 """Figure width in inches; at the report's 100 dpi a chart is 900 px wide."""
 
@@ -94,18 +92,21 @@ def arm_labels(runs: pd.DataFrame) -> pd.Series:
     """
     axes = varying_axes(runs)
     cols = axes or [c for c in FALLBACK_LABEL_COLUMNS if c in runs.columns]
-    names = runs["name"].astype("string").fillna("").str.strip() if "name" in runs.columns else None
+    text = {c: [format_value(v) for v in runs[c].tolist()] for c in dict.fromkeys(axes + cols)}
+    names = (runs["name"].astype("string").fillna("").str.strip().tolist() if "name" in runs.columns
+             else [""] * len(runs))
+    extra = {}  # name → the axes on which the runs sharing it differ
+    for name in set(names) - {""}:
+        same = runs[[n == name for n in names]]
+        extra[name] = [c for c in axes if same[c].astype("string").fillna("<NA>").nunique() > 1]
     labels = []
-    for i, (_, row) in enumerate(runs.iterrows()):
-        name = names.iloc[i] if names is not None else ""
+    for i, name in enumerate(names):
         if name:
-            same = runs[names == name]
-            extra = [c for c in axes if same[c].astype("string").fillna("<NA>").nunique() > 1]
-            labels.append(" ".join([name] + [f"{c}={format_value(row[c])}" for c in extra]))
+            labels.append(" ".join([name] + [f"{c}={text[c][i]}" for c in extra[name]]))
         elif cols:
-            labels.append(" ".join(f"{c}={format_value(row[c])}" for c in cols))
+            labels.append(" ".join(f"{c}={text[c][i]}" for c in cols))
         else:
-            labels.append(str(row["run"]))
+            labels.append(str(runs["run"].iloc[i]))
     return pd.Series(labels, index=pd.Index(runs["run"].astype(str), name="run"), name="arm", dtype=object)
 
 
