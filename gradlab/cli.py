@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,24 +180,20 @@ def _sweep(args: argparse.Namespace) -> int:
     from gradlab.sweep import load_sweep
 
     sweep = load_sweep(args.file)
-    if args.scheduler and args.jobs is not None:
-        raise ValueError("give --jobs or --scheduler, not both")
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
-    where = (
-        f"Dask scheduler {args.scheduler}"
-        if args.scheduler
-        else f"up to {args.jobs or default_jobs()} worker processes"
-    )
-    if args.jobs == 0:
+    if args.scheduler:
+        where = f"Dask scheduler {args.scheduler}"
+    elif args.jobs == 0:
         where = "this process"
+    else:
+        where = f"up to {args.jobs or default_jobs()} worker processes"
     line = ProgressLine(sys.stderr, header=f"sweep {sweep.name or args.file} -> {out} ({where})")
-    t0 = time.perf_counter()
-    try:
+    try:  # run_sweep rejects --jobs with --scheduler, and a bad --jobs, before it writes anything
         s = run_sweep(sweep, out, jobs=args.jobs, scheduler=args.scheduler, progress=line)
     finally:
         line.close()
     print(
-        f"gradlab: done in {_clock(time.perf_counter() - t0)}: {s.ok} ok, {s.diverged} diverged, "
+        f"gradlab: done in {_clock(s.wall_time_s)}: {s.ok} ok, {s.diverged} diverged, "
         f"{s.failed} failed ({s.skipped} already finished); results in {out} (gradlab.load_results)",
         file=sys.stderr,
     )
