@@ -216,10 +216,8 @@ def read_manifest(out: str | Path, run_id: str) -> dict[str, Any] | None:
     """The manifest of a run, or None if it has none (never started, or killed before finishing)."""
     try:
         return json.loads((run_dir(out, run_id) / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (OSError, ValueError):  # missing, or unreadable: unfinished, so the run is redone
         return None
-    except (OSError, ValueError):
-        return None  # unreadable: treat as unfinished, the run is redone
 
 
 def is_finished(out: str | Path, run_id: str) -> bool:
@@ -295,14 +293,6 @@ def write_sweep_file(out: str | Path, info: dict[str, Any]) -> None:
         if old == info:
             return
     write_json(path, info)
-
-
-def read_sweep_file(out: str | Path) -> dict[str, Any] | None:
-    """The folder's ``sweep.json``, or None."""
-    try:
-        return json.loads((Path(out) / SWEEP_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
 
 
 # -- loading -------------------------------------------------------------------------------------
