@@ -90,10 +90,10 @@ def gradient_flow_series(
     if df.empty:
         return pd.DataFrame(columns=cols)
     # numbered per run: dense_3 is layer 1 of a batch-norm net but dense_2 is layer 1 of a plain one
-    index = {(r, n): i for r, g in df.groupby("run") for n, i in dense_index(g["layer"].unique()).items()}
-    key = pd.Series(list(zip(df["run"], df["layer"], strict=True)), index=df.index)
-    df = df.assign(layer_index=key.map(index))
-    df = df[df["layer_index"].notna()].astype({"layer_index": np.int64})
+    pairs = df[["run", "layer"]].drop_duplicates().groupby("run")["layer"]
+    index = pd.DataFrame([(r, n, i) for r, g in pairs for n, i in dense_index(g).items()],
+                         columns=["run", "layer", "layer_index"])
+    df = df.merge(index.astype({"layer_index": np.int64}), on=["run", "layer"])
     arms = run_arms(runs, df["run"].unique())
     df = _before_divergence(df, runs)
     early = max(1, round(0.1 * int(df["step"].max())))
@@ -105,7 +105,7 @@ def gradient_flow_series(
             continue
         seen.append(chosen)
         p = len(seen) - 1
-        sel = df[df["step"] == df["run"].map(chosen)]
+        sel = df[df["step"] == df["run"].map(pd.Series(chosen))]
         sel = sel[np.isfinite(sel["value"]) & (sel["value"] > 0)]
         title = _panel_title(want, sorted(set(chosen.values())))
         parts.append(sel.assign(panel=p, panel_title=title, arm=sel["run"].map(arms)))
