@@ -123,8 +123,8 @@ def execute(config: Config, run_id: str, run_fn: RunFn | None = None) -> dict[st
         cpu = time.process_time() - cpu0
         metrics, hists = store.frame_to_parquet(res.metrics), store.frame_to_parquet(res.hists)
     except Exception:
-        manifest.update(error=traceback.format_exc(), wall_time_s=time.perf_counter() - t0, finished=_now())
-        return {"manifest": manifest, "metrics": None, "hists": None}
+        manifest["wall_time_s"] = time.perf_counter() - t0
+        return _failed(manifest, traceback.format_exc())
     manifest.update(
         status=res.status,
         steps_done=res.steps_done,
@@ -138,9 +138,8 @@ def execute(config: Config, run_id: str, run_fn: RunFn | None = None) -> dict[st
     return {"manifest": manifest, "metrics": metrics, "hists": hists}
 
 
-def _failed(config: Config, run_id: str, error: str) -> dict[str, Any]:
-    """The payload of a run that never reported back (its worker died, or Dask gave up on it)."""
-    manifest = store.new_manifest(config, run_id)
+def _failed(manifest: dict[str, Any], error: str) -> dict[str, Any]:
+    """The payload of a failed run: the run raised, its worker died, or Dask gave up on it."""
     manifest.update(error=error, finished=_now())
     return {"manifest": manifest, "metrics": None, "hists": None}
 
@@ -245,7 +244,7 @@ def _run_local(
                 deaths[run_id] += 1
                 w.proc.join(timeout=5)
                 if deaths[run_id] >= MAX_WORKER_DEATHS:
-                    record(_failed(config, run_id, _death(w.proc.exitcode)))
+                    record(_failed(store.new_manifest(config, run_id), _death(w.proc.exitcode)))
                 else:
                     queue.appendleft((config, run_id))
                 w.stop(kill=True)
@@ -301,7 +300,8 @@ def _run_dask(
             try:
                 payload = fut.result()
             except Exception as exc:  # e.g. KilledWorker: the task's worker died repeatedly
-                payload = _failed(config, run_id, f"Dask could not run it: {type(exc).__name__}: {exc}")
+                error = f"Dask could not run it: {type(exc).__name__}: {exc}"
+                payload = _failed(store.new_manifest(config, run_id), error)
             fut.release()
             record(payload)
     finally:
