@@ -41,27 +41,24 @@ def gradient_ratio(metrics: pd.DataFrame, *, step: int | str = 0, metric: str = 
     < 0 in log10 means the signal shrinks toward the input (vanishing), > 0 that it grows (exploding).
     """
     df = metric_rows(metrics, metric)
-    out: dict[str, float] = {}
-    for run, g in df.groupby("run", sort=False):
-        index = dense_index(g["layer"].unique())
-        if len(index) < 2:
-            out[run] = np.nan
-            continue
-        first, last = min(index, key=index.get), max(index, key=index.get)
-        wide = g[g["layer"].isin([first, last])].pivot_table(index="step", columns="layer", values="value")
-        if first not in wide or last not in wide:
-            out[run] = np.nan
-            continue
-        ratio = (wide[first] / wide[last]).replace([np.inf, -np.inf], np.nan)
-        if step == "last":
-            ratio = ratio.dropna()
-            val = float(ratio.iloc[-1]) if len(ratio) else np.nan
-        else:
-            below = ratio[ratio.index <= int(step)]
-            val = float(below.iloc[-1]) if len(below) else np.nan
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[run] = float(np.log10(val)) if log and val > 0 else (val if not log else np.nan)
-    return pd.Series(out, name="grad_ratio", dtype=float).rename_axis("run")
+    ends: dict[str, tuple[str, str] | None] = {}  # run → its first and last dense layer
+    for run, layers in df[["run", "layer"]].drop_duplicates().groupby("run", sort=False)["layer"]:
+        index = dense_index(layers)
+        ends[run] = (min(index, key=index.get), max(index, key=index.get)) if len(index) >= 2 else None
+    roles = pd.DataFrame([(r, n, k) for r, e in ends.items() if e for n, k in zip(e, ("first", "last"), strict=True)],
+                         columns=["run", "layer", "role"])
+    wide = df.merge(roles, on=["run", "layer"]).pivot_table(index=["run", "step"], columns="role",
+                                                            values="value")
+    wide = wide.reindex(columns=["first", "last"])
+    ratio = (wide["first"] / wide["last"]).replace([np.inf, -np.inf], np.nan)
+    if step == "last":
+        ratio = ratio.dropna()
+    else:
+        ratio = ratio[ratio.index.get_level_values("step") <= int(step)]
+    val = ratio.groupby(level="run", sort=False).nth(-1).droplevel("step").reindex(list(ends))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(val.where(val > 0)) if log else val
+    return pd.Series(out.to_numpy(dtype=float), index=pd.Index(list(ends), name="run"), name="grad_ratio")
 
 
 def training_curves_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = None, *,
