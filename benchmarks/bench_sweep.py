@@ -42,11 +42,11 @@ def _busy(kind: str, seconds: float, start: mp.Event, out: mp.Queue) -> None:
 
 def busy_throughput(kind: str, procs: int, seconds: float) -> tuple[float, float]:
     """(units of work per second, CPU seconds per second) of ``procs`` concurrent 1-thread processes."""
-    from gradlab.runner import BLAS_ENV, _child_env
+    from gradlab.runner import BLAS_ENV, child_env
 
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
-    with _child_env(BLAS_ENV):
+    with child_env(BLAS_ENV):
         ps = [ctx.Process(target=_busy, args=(kind, seconds, start, out)) for _ in range(procs)]
         for p in ps:
             p.start()

@@ -45,7 +45,8 @@ def gradient_ratio(metrics: pd.DataFrame, *, step: int | str = 0, metric: str = 
     for run, layers in df[["run", "layer"]].drop_duplicates().groupby("run", sort=False)["layer"]:
         index = dense_index(layers)
         ends[run] = (min(index, key=index.get), max(index, key=index.get)) if len(index) >= 2 else None
-    roles = pd.DataFrame([(r, n, k) for r, e in ends.items() if e for n, k in zip(e, ("first", "last"), strict=True)],
+    both = [(r, e) for r, e in ends.items() if e]
+    roles = pd.DataFrame([(r, e[0], "first") for r, e in both] + [(r, e[1], "last") for r, e in both],
                          columns=["run", "layer", "role"])
     wide = df.merge(roles, on=["run", "layer"]).pivot_table(index=["run", "step"], columns="role",
                                                             values="value")

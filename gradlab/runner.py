@@ -153,8 +153,9 @@ def _death(exitcode: int | None) -> str:
 
 # -- local worker processes -----------------------------------------------------------------------
 @contextlib.contextmanager
-def _child_env(extra: dict[str, str]) -> Iterator[None]:
-    """Set environment variables while a child process is started (it inherits them at exec)."""
+def child_env(extra: dict[str, str]) -> Iterator[None]:
+    """Set environment variables while child processes are started in the block (they inherit them at
+    exec, e.g. ``BLAS_ENV``); this process's environment is restored after."""
     with _ENV_LOCK:
         old = {k: os.environ.get(k) for k in extra}
         os.environ.update(extra)
@@ -189,7 +190,7 @@ class _Worker:
     def __init__(self, ctx: Any, run_fn: RunFn | None) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, run_fn), daemon=True, name="gradlab-worker")
-        with _child_env(BLAS_ENV):
+        with child_env(BLAS_ENV):
             self.proc.start()
         child.close()
         self.task: tuple[Config, str] | None = None
