@@ -226,7 +226,7 @@ def _run_local(
                         w.conn.send(w.task)
             busy = [w for w in workers if w.task is not None]
             ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
-            for i, w in enumerate(workers):
+            for w in workers:
                 if w.task is None or not ready & {w.conn, w.proc.sentinel}:
                     continue
                 payload, eof = None, False
@@ -248,8 +248,7 @@ def _run_local(
                     record(_failed(store.new_manifest(config, run_id), _death(w.proc.exitcode)))
                 else:
                     queue.appendleft((config, run_id))
-                w.stop(kill=True)
-                workers[i] = _Worker(ctx, run_fn)
+                w.stop(kill=True)  # replaced above, once there is a run for it
         clean = True
     finally:
         for w in workers:
