@@ -318,17 +318,6 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def _sweep_info(sweep: Sweep | None, configs: list[Config]) -> dict[str, Any]:
-    return {
-        "format": store.FORMAT,
-        "name": sweep.name if sweep else "",
-        "description": sweep.description if sweep else "",
-        "path": sweep.path if sweep else None,
-        "source": sweep.source if sweep else None,
-        "runs": [{"run": c.key(), "name": c.name, "config": c.to_dict()} for c in configs],
-    }
-
-
 def run_sweep(
     sweep: Sweep | Sequence[Config],
     out: str | Path,
@@ -367,9 +356,7 @@ def run_sweep(
 
     with store.locked(out):
         store.clean_temp_files(out)
-        store.write_sweep_file(
-            out, _sweep_info(sweep if isinstance(sweep, Sweep) else None, list(unique.values()))
-        )
+        store.write_sweep_file(out, list(unique.values()), sweep if isinstance(sweep, Sweep) else None)
         todo = [(c, k) for k, c in unique.items() if not store.is_finished(out, k)]
         total, skipped = len(unique), len(unique) - len(todo)
         counts: Counter[str] = Counter()

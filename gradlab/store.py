@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from gradlab.config import Config
+    from gradlab.sweep import Sweep
 
 MANIFEST = "manifest.json"
 METRICS_FILE = "metrics.parquet"
@@ -275,9 +276,18 @@ def locked(out: str | Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def write_sweep_file(out: str | Path, info: dict[str, Any]) -> None:
-    """Write ``sweep.json``; refuse if the folder already holds a sweep with other runs."""
+def write_sweep_file(out: str | Path, configs: list[Config], sweep: Sweep | None = None) -> None:
+    """Write ``sweep.json`` for these runs (and the sweep they come from, if any); refuse if the folder
+    already holds a sweep with other runs."""
     path = Path(out) / SWEEP_FILE
+    info = {
+        "format": FORMAT,
+        "name": sweep.name if sweep else "",
+        "description": sweep.description if sweep else "",
+        "path": sweep.path if sweep else None,
+        "source": sweep.source if sweep else None,
+        "runs": [{"run": c.key(), "name": c.name, "config": c.to_dict()} for c in configs],
+    }
     if path.exists():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
