@@ -57,6 +57,12 @@ def natural_key(text: str) -> tuple:
     return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
 
 
+def natural_rank(values: pd.Series) -> pd.Series:
+    """Each value's rank in :func:`natural_key` order: a sort column with no tuple built per row."""
+    order = sorted(values.unique(), key=natural_key)
+    return values.map({v: i for i, v in enumerate(order)})
+
+
 def config_columns(runs: pd.DataFrame) -> list[str]:
     """Columns of the runs table that hold configuration, in table order."""
     return [c for c in runs.columns if c not in RUN_OUTPUT_COLUMNS]

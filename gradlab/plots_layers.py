@@ -24,6 +24,7 @@ from gradlab.plots_common import (
     log_y,
     metric_rows,
     natural_key,
+    natural_rank,
     new_figure,
     run_arms,
     select_runs,
@@ -118,7 +119,7 @@ def gradient_flow_series(
     if predicted is not None and len(predicted):
         agg = pd.concat([agg, _predicted_rows(predicted, agg, arms, anchor)], ignore_index=True)
     order = {m: i for i, m in enumerate(which)}
-    agg = agg.assign(_m=agg["metric"].map(order), _a=agg["arm"].map(natural_key))
+    agg = agg.assign(_m=agg["metric"].map(order), _a=natural_rank(agg["arm"]))
     agg = agg.sort_values(["panel", "_m", "kind", "_a", "layer_index"], kind="stable")
     agg = agg.astype({"value": float, "lo": float, "hi": float, "layer_index": np.int64, "n_runs": np.int64})
     return agg[cols].reset_index(drop=True)
@@ -281,7 +282,7 @@ def saturation_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = None, *
     arms = run_arms(runs, df["run"].unique())
     df = df.assign(arm=df["run"].map(arms), position=df["layer"].map(layer_position))
     order = {m: i for i, m in enumerate(which)}
-    df = df.assign(_m=df["metric"].map(order), _a=df["arm"].map(natural_key))
+    df = df.assign(_m=df["metric"].map(order), _a=natural_rank(df["arm"]))
     df = df.sort_values(["_a", "run", "_m", "position", "step"], kind="stable")
     return df[["run", "arm", "metric", "layer", "position", "step", "value"]].reset_index(drop=True)
 

@@ -22,6 +22,7 @@ from gradlab.plots_common import (
     log_y,
     metric_rows,
     natural_key,
+    natural_rank,
     new_figure,
     robust_log_limits,
     run_arms,
@@ -79,7 +80,7 @@ def training_curves_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = No
         df["value"] = df.groupby(["run", "metric"])["value"].transform(
             lambda v: v.rolling(smooth, center=True, min_periods=1).median())
     order = {m: i for i, m in enumerate(which)}
-    df = df.assign(_m=df["metric"].map(order), _a=df["arm"].map(natural_key))
+    df = df.assign(_m=df["metric"].map(order), _a=natural_rank(df["arm"]))
     curves = df.sort_values(["_m", "_a", "run", "step"])[["run", "arm", "metric", "step", "value"]]
     marks = []
     if runs is not None and "status" in runs:
@@ -269,12 +270,12 @@ def clipping_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = None, *,
         diverged = set(runs.loc[runs["status"].astype(str) == "diverged", "run"].astype(str))
     wide["diverged"] = wide["run"].isin(diverged)
     norms = wide.rename(columns={"grad_norm_total": "pre", "grad_norm_clipped": "post"})
-    norms = norms.assign(_a=norms["arm"].map(natural_key)).sort_values(["_a", "run", "step"])
+    norms = norms.assign(_a=natural_rank(norms["arm"])).sort_values(["_a", "run", "step"])
     norms = norms[["run", "arm", "step", "pre", "post", "diverged"]].reset_index(drop=True)
     per_run = wide.groupby(["arm", "run"])["clipped"].mean().reset_index()
     fired = per_run.groupby("arm", as_index=False).agg(fraction=("clipped", "mean"),
                                                         n_runs=("run", "nunique"))
-    fired = fired.assign(_a=fired["arm"].map(natural_key)).sort_values("_a")[["arm", "fraction", "n_runs"]]
+    fired = fired.assign(_a=natural_rank(fired["arm"])).sort_values("_a")[["arm", "fraction", "n_runs"]]
     return {"norms": norms, "fired": fired.reset_index(drop=True)}
 
 
