@@ -8,15 +8,11 @@ import os
 
 import pandas as pd
 import pytest
+from test_runner import DIVERGES, TINY
 
 from gradlab import store
 from gradlab.config import Config
 from gradlab.runner import run_sweep
-
-TINY = {"depth": 2, "width": 8, "steps": 3, "n_samples": 64, "batch_size": 16}
-# ReLU with σ_w = 1e5 over 4 layers overflows float32 on the first update
-DIVERGES = {**TINY, "depth": 4, "steps": 6, "activation": "relu", "init": "normal", "weight_scale": 1e5}
-DIVERGES["dtype"] = "float32"
 
 RUNS_DOC_COLUMNS = [  # docs/data.md, "Runs table", in order
     "run", "name", "depth", "width", "activation", "init", "weight_scale", "bias_scale", "batch_norm",
