@@ -79,6 +79,15 @@ def varying_axes(runs: pd.DataFrame, *, include_seed: bool = False) -> list[str]
     return out
 
 
+def axis_values(runs: pd.DataFrame, col: str) -> list:
+    """The distinct non-missing values of a config column, sorted (natural text order if mixed types)."""
+    vals = runs[col].dropna().unique().tolist()
+    try:
+        return sorted(vals)
+    except TypeError:
+        return sorted(vals, key=lambda v: natural_key(format_value(v)))
+
+
 def format_value(value: Any) -> str:
     """Compact text for a config value (0.1 not 0.1000000, True stays True)."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab.plots_common import (
+    axis_values,
     colors_for,
     dense_index,
     empty_note,
@@ -156,14 +157,6 @@ def plot_training_curves(series: Mapping[str, pd.DataFrame], *, colors: Mapping[
     return fig
 
 
-def _axis_values(runs: pd.DataFrame, col: str) -> list:
-    vals = runs[col].dropna().unique().tolist()
-    try:
-        return sorted(vals)
-    except TypeError:
-        return sorted(vals, key=lambda v: natural_key(format_value(v)))
-
-
 def sweep_matrix_series(runs: pd.DataFrame, metrics: pd.DataFrame, *, rows: str, cols: str | None = None,
                         step: int | str = 0,
                         summary: Callable[[pd.DataFrame], pd.Series] | None = None) -> pd.DataFrame:
@@ -181,8 +174,8 @@ def sweep_matrix_series(runs: pd.DataFrame, metrics: pd.DataFrame, *, rows: str,
         per_run = summary(metrics)
         label = getattr(summary, "label", getattr(summary, "__name__", "summary"))
     status = runs["status"].astype(str) if "status" in runs else pd.Series("ok", index=runs.index)
-    rvals = _axis_values(runs, rows)
-    cvals = _axis_values(runs, cols) if cols else [""]
+    rvals = axis_values(runs, rows)
+    cvals = axis_values(runs, cols) if cols else [""]
     out = []
     for rv in rvals:
         for cv in cvals:

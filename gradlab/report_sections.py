@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab.diagnose import KINDS
-from gradlab.plots_common import config_columns, format_value, natural_key
+from gradlab.plots_common import axis_values, config_columns, format_value, natural_key
 
 if TYPE_CHECKING:
     from gradlab.report import ReportContext
@@ -73,7 +73,7 @@ def summary_section(rep: ReportContext) -> str:
     for s in ("ok", "diverged", "failed"):
         cards.append(f'<div class="card {s}"><b>{int(counts.get(s, 0))}</b>{s}</div>')
     axes = "".join(
-        f"<dt>{esc(a)}</dt><dd>{esc(', '.join(format_value(v) for v in _values(rep.runs, a)))}</dd>"
+        f"<dt>{esc(a)}</dt><dd>{esc(', '.join(format_value(v) for v in axis_values(rep.runs, a)))}</dd>"
         for a in rep.axes
     )
     fixed = [c for c in config_columns(rep.runs) if c not in rep.axes and c != "name"]
@@ -89,14 +89,6 @@ def summary_section(rep: ReportContext) -> str:
             f"<details><summary>Fixed settings</summary><p><code>{esc(fixed_txt)}</code></p></details>"
         )
     return "\n".join(parts) + "</section>"
-
-
-def _values(runs: pd.DataFrame, col: str) -> list:
-    vals = runs[col].dropna().unique().tolist()
-    try:
-        return sorted(vals)
-    except TypeError:
-        return sorted(vals, key=lambda v: natural_key(format_value(v)))
 
 
 def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
