@@ -162,9 +162,9 @@ def validate(c: Config) -> None:
             raise ConfigError(f"{name}={getattr(c, name)!r} must be >= 1")
     for name in _NONNEG_INT + _NONNEG_FLOAT:
         v = getattr(c, name)
-        if not v >= 0 or v != v or v == float("inf"):
+        if not 0 <= v < float("inf"):  # also false for NaN
             raise ConfigError(f"{name}={v!r} must be a finite number >= 0")
-    if not (0 < c.lr < float("inf")):
+    if not 0 < c.lr < float("inf"):
         raise ConfigError(f"lr={c.lr!r} must be a finite number > 0")
     if not 0 <= c.dropout < 1:
         raise ConfigError(f"dropout={c.dropout!r} must be in [0, 1)")

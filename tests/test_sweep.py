@@ -134,6 +134,8 @@ BAD = [
     ("[grid]\nactivation = ['tanh', 'tahn']\n", ["[grid]", "activation='tahn'", "allowed: sigmoid, tanh"]),
     ("[[variant]]\ninit = 'he'\n", ["[[variant]] 1", "init='he'", "allowed:"]),
     ("[base]\nlr = -1.0\n", ["in [base]", "lr=-1.0", "> 0"]),
+    ("[base]\nweight_scale = nan\n", ["in [base]", "weight_scale=nan", "finite number >= 0"]),
+    ("[grid]\nclip_norm = [1.0, inf]\n", ["in [grid]", "clip_norm=inf", "finite number >= 0"]),
     ("[grid]\nwidth = [64, 0]\n", ["in [grid]", "width=0", ">= 1"]),
     ("[grid]\ndepth = []\n", ["[grid] axis 'depth' is empty"]),
     ("[grid]\ndepth = 5\n", ["[grid] depth=5 must be a list", "depth = [5]"]),
