@@ -54,6 +54,7 @@ from gradlab.findings import (
     format_findings,
     run_verdicts,
 )
+from gradlab.plots_common import layer_kind
 from gradlab.rule_table import Table, prepare
 from gradlab.rules import aggregate_layers, rule_diverged, rule_growth, rule_layerwise, rule_ratio
 
@@ -362,7 +363,7 @@ def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = No
         clip = "" if _num(c, "clip_norm") else ", clip gradients (clip_norm=1)"
         return f"lower the learning rate{_lr(c, 0.1)}{clip}, or check the init scale{tail}"
     if kind == "saturation":
-        a = layer.rsplit("_", 1)[0] if layer else (act or "the activation")
+        a = layer_kind(layer) if layer else (act or "the activation")
         norm = "" if has_norm else ", add batch/layer norm before it"
         return (f"keep {a}'s inputs near 0: Glorot init (init='glorot_uniform') or a smaller weight_scale"
                 f"{norm}, or switch to a ReLU-family activation")

@@ -8,18 +8,17 @@ metric's rows by (run, layer, step) into a :class:`Rows`; the :class:`Table` hol
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gradlab.plots_common import layer_kind, layer_position
 from gradlab.records import METRIC_COLUMNS
 
 NEEDED = ("grad_out_norm", "grad_norm_total", "loss", "nonfinite", "saturation", "dead_frac",
           "dead_frac_window", "update_ratio")
-_NAME = re.compile(r"^(.*)_(\d+)$")
 
 
 @dataclass
@@ -139,19 +138,10 @@ def prepare(metrics: pd.DataFrame, extra_runs: list[str] | None = None) -> Table
 
 def _parse_layers(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kind and forward position from ``<kind>_<pos>``; other names go after, in order of appearance."""
-    kind = np.empty(len(names), dtype=object)
-    pos = np.zeros(len(names), dtype=np.int64)
-    top = -1
-    unparsed = []
-    for i, n in enumerate(names):
-        m = _NAME.match(n)
-        if m:
-            kind[i], pos[i] = m.group(1), int(m.group(2))
-            top = max(top, pos[i])
-        else:
-            kind[i] = n
-            unparsed.append(i)
-    for j, i in enumerate(unparsed):
+    kind = np.array([layer_kind(n) for n in names], dtype=object)
+    pos = np.array([layer_position(n) for n in names], dtype=np.int64)
+    top = pos.max(initial=-1)
+    for j, i in enumerate(np.flatnonzero(pos < 0)):
         pos[i] = top + 1 + j if names[i] else -1  # the network level ("") first
     return kind, pos
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -339,11 +338,6 @@ def predicted_profile(
     return sq if squared else np.sqrt(sq)
 
 
-def _dense_order(name: str) -> int:
-    m = re.search(r"(\d+)$", name)
-    return int(m.group(1)) if m else -1
-
-
 def compare_profile(
     measured: Sequence[float] | Mapping[str, float] | pd.DataFrame, predicted: Sequence[float]
 ) -> pd.DataFrame:
@@ -355,13 +349,15 @@ def compare_profile(
     """
     import pandas as pd
 
+    from gradlab.plots_common import sort_layers
+
     if isinstance(measured, pd.DataFrame):
         rows = measured[(measured["step"] == 0) & (measured["metric"] == "grad_out_norm")]
         if rows["run"].nunique() > 1:
             raise ValueError("measured holds several runs; pass one run's rows")
         measured = dict(zip(rows["layer"], rows["value"], strict=True))
     if isinstance(measured, Mapping):
-        names = sorted((n for n in measured if str(n).startswith("dense")), key=_dense_order)
+        names = sort_layers(n for n in measured if str(n).startswith("dense"))
         measured = [measured[n] for n in names]
     m, p = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
     if m.shape != p.shape:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradlab.plots_common import sort_layers
 from gradlab.theory import layer_sigma_w2, predicted_profile, sigma_params
 
 COLUMNS = ["run", "layer_index", "layer", "predicted", "measured", "ratio", "q_in", "reason"]
@@ -121,7 +122,7 @@ def _measured(rows: pd.DataFrame | None, depth: int) -> tuple[list[str], np.ndar
         raise _SkipError("no step-0 metrics recorded for the dense layers")
     g = rows[rows["metric"] == "grad_out_norm"]
     norms = dict(zip(g["layer"].astype(str), g["value"].astype(float), strict=True))
-    names = sorted(norms, key=lambda n: int(n.rsplit("_", 1)[1]))
+    names = sort_layers(norms)
     if len(names) != depth + 1:
         raise _SkipError(f"step-0 grad_out_norm recorded for {len(names)} of the {depth + 1} dense layers")
     values = np.array([norms[n] for n in names])
