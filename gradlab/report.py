@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from gradlab.diagnose import run_verdicts
+from gradlab.diagnose import diagnose, run_verdicts
 from gradlab.plots_common import arm_labels, format_value, natural_key, varying_axes
 from gradlab.report_sections import (
     INFO_KINDS,
@@ -344,22 +344,12 @@ def write_report(
 def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
     """Load a results folder (:func:`gradlab.load_results`, histograms if stored), diagnose it, report it."""
     import gradlab
+    from gradlab import store
 
-    loader = getattr(gradlab, "load_results", None)
-    if loader is None:
-        from gradlab.store import load_results as loader  # not exported yet
-    runs, metrics = loader(runs_dir)
+    runs, metrics = gradlab.load_results(runs_dir)
     if "hists" not in kwargs:
-        try:
-            from gradlab.store import load_hists
-        except ImportError:
-            load_hists = None
-        kwargs["hists"] = load_hists(runs_dir) if load_hists is not None else None
+        kwargs["hists"] = store.load_hists(runs_dir)
     if "findings" not in kwargs:
-        try:
-            from gradlab.diagnose import diagnose
-        except ImportError:
-            diagnose = None
-        kwargs["findings"] = diagnose(metrics, runs) if diagnose is not None else None
+        kwargs["findings"] = diagnose(metrics, runs)
     kwargs.setdefault("title", f"gradlab report: {Path(runs_dir).name}")
     return write_report(runs, metrics, out_dir, **kwargs)

@@ -27,7 +27,7 @@ from test_plots import make_findings, make_run, make_sweep
 from test_theory import real_runs
 
 import gradlab
-from gradlab import report, report_sections
+from gradlab import report, report_sections, store
 from gradlab.report_sections import phase_chart_points
 
 GOLDEN = Path(__file__).parent / "golden" / "report.html"
@@ -147,17 +147,12 @@ def test_load_and_report_uses_the_store_loader(tmp_path, monkeypatch):
     seen = []
     load = lambda d: seen.append(d) or (runs, part["metrics"])  # noqa: E731
     monkeypatch.setattr(gradlab, "load_results", load, raising=False)
-    try:
-        from gradlab import store
-    except ImportError:  # the store is not written yet: load_and_report then reports without histograms
-        pass
-    else:
-        monkeypatch.setattr(store, "load_hists", lambda d: seen.append(d) or part["hists"])
+    monkeypatch.setattr(store, "load_hists", lambda d: seen.append(d) or part["hists"])
     monkeypatch.setattr(Figure, "savefig", _stub_savefig)
     path = report.load_and_report(tmp_path / "results", tmp_path / "out")
     html = path.read_text(encoding="utf-8")
     assert path == tmp_path / "out" / "index.html" and "gradlab report: results" in html
-    assert seen[0] == tmp_path / "results"
+    assert seen == [tmp_path / "results"] * 2  # the results and their histograms
     assert 'id="findings"' in html  # diagnosed on the way
 
 
