@@ -12,6 +12,7 @@ from typing import Any
 from gradlab.activations import ACTIVATIONS
 from gradlab.data import DATASETS
 from gradlab.init import INITS
+from gradlab.monitor import STAT_GROUPS
 from gradlab.optim import OPTIMIZERS
 
 STATS = ("norms", "activations", "saturation", "nonfinite", "hist")
@@ -63,6 +64,7 @@ class Config:
     record_every: int = 1
     hist_every: int = 0
     record_layers: tuple[str, ...] = field(default=("*",))
+    record_stats: tuple[str, ...] = field(default=("gradients", "weights", "activations", "units"))
     dead_window: int = 10
 
     def __post_init__(self) -> None:
@@ -76,6 +78,7 @@ class Config:
         """Plain JSON-able dict of every field."""
         d = dataclasses.asdict(self)
         d["record_layers"] = list(self.record_layers)
+        d["record_stats"] = list(self.record_stats)
         return d
 
     def key(self) -> str:
@@ -126,13 +129,14 @@ def check_type(name: str, value: Any) -> Any:
         value = float(value) if ok else value
     elif expected == "str":
         ok = isinstance(value, str)
-    else:  # record_layers
+    else:  # record_layers, record_stats: a string or a non-empty list of strings
         if isinstance(value, str):
             value = (value,)
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) and len(value) > 0
         value = tuple(value) if ok else value
         if not ok:
-            raise ConfigError(f"{name}={value!r} must be a layer name or glob pattern, or a list of them")
+            what = "a statistic group" if name == "record_stats" else "a layer name or glob pattern"
+            raise ConfigError(f"{name}={value!r} must be {what}, or a list of them")
         return value
     if not ok:
         raise ConfigError(f"{name}={value!r} must be {type_name(expected)}")
@@ -176,6 +180,12 @@ def validate(c: Config) -> None:
         raise ConfigError(f"batch_size={c.batch_size} must be >= 2 with batch_norm")
     if c.batch_size > c.n_samples:
         raise ConfigError(f"batch_size={c.batch_size} must be <= n_samples={c.n_samples}")
+    unknown = [g for g in c.record_stats if g not in STAT_GROUPS]
+    if unknown:
+        raise ConfigError(
+            f"record_stats={list(c.record_stats)!r}: {unknown[0]!r} is not a statistic group; "
+            f"allowed: {', '.join(STAT_GROUPS)}"
+        )
     _validate_dataset_sizes(c)
     if c.momentum > 0 and c.optimizer in ("adam", "adamw"):
         raise ConfigError(f"momentum={c.momentum} does not apply to optimizer={c.optimizer!r} (uses betas)")

@@ -166,6 +166,7 @@ def run(config: Config, run_id: str | None = None) -> RunResult:
         every=_with_last(config.record_every, config.steps),
         hist_every=hist_every,
         dead_window=config.dead_window,
+        stats=[g for g in config.record_stats if g != "gradients"],
     )
     classification = ds.task == "classification"
     loss_fn = softmax_cross_entropy if classification else mse

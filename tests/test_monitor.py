@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gradlab.activations import Activation
-from gradlab.config import Config
+from gradlab.config import Config, ConfigError
 from gradlab.data import make_dataset
 from gradlab.layers import Dense
 from gradlab.losses import mse, softmax_cross_entropy
@@ -312,3 +312,11 @@ def test_statistic_groups_choose_what_is_computed():
     assert {"act_mean", "saturation"} <= set(full.frame().metric)
     with pytest.raises(ValueError, match=r"unknown group.*allowed: gradients, weights, activations, units"):
         GradientMonitor(stats=["norms"])
+
+
+def test_config_chooses_the_statistic_groups():
+    res = run(Config(steps=1, depth=2, width=8, record_stats=["gradients"]))
+    assert "grad_out_norm" in set(res.metrics.metric)
+    assert not set(res.metrics.metric) & {"act_mean", "weight_norm", "saturation"}
+    with pytest.raises(ConfigError, match="'norms' is not a statistic group; allowed: gradients, weights"):
+        Config(record_stats=["norms"])
