@@ -54,6 +54,7 @@ class _Charts:
         self.count = 0
 
     def add(self, fig: Figure, name: str, caption: str = "") -> str:
+        """Save ``fig`` as the next numbered PNG and return its <figure> HTML."""
         self.count += 1
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})

@@ -36,10 +36,12 @@ def esc(value: Any) -> str:
 
 
 def slug(text: str) -> str:
+    """Lower-case ASCII words joined by hyphens, at most 40 characters: for anchors and file names."""
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:40] or "x"
 
 
 def sci(x: float) -> str:
+    """A number for a table cell: 3 significant digits, scientific when tiny or huge, — for NaN."""
     if x is None or np.isnan(x):
         return NONE
     if not np.isfinite(x):
@@ -61,10 +63,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], num: Sequence[in
 
 
 def status_badge(s: str) -> str:
+    """A run status (ok, diverged, failed) as a coloured badge."""
     return f'<span class="status {slug(s)}">{esc(s)}</span>'
 
 
 def summary_section(rep: ReportContext) -> str:
+    """Counts of runs, arms and statuses, the axes that vary and the settings that do not."""
     counts = rep.status.value_counts()
     cards = [
         f'<div class="card"><b>{len(rep.runs)}</b>runs</div>',
@@ -92,6 +96,7 @@ def summary_section(rep: ReportContext) -> str:
 
 
 def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
+    """One row per run: config axes, status, gradient ratios, prediction, verdict; errors of failed runs."""
     header = [
         "run",
         *(["arm"] if "name" in rep.runs and rep.runs["name"].fillna("").astype(str).ne("").any() else []),
@@ -155,6 +160,7 @@ def _tail(text: Any, lines: int = 25) -> str:
 
 
 def comparisons_section(rep: ReportContext) -> str:
+    """Charts across arms: sweep matrix, gradient flow, training curves, clipping, phase diagram."""
     p, parts = rep.plots, []
     if rep.axes:
         rows, cols = _matrix_axes(rep)
@@ -278,6 +284,7 @@ def phase_chart_points(rep: ReportContext) -> pd.DataFrame | None:
 
 
 def findings_section(rep: ReportContext) -> str:
+    """One table per finding kind (most serious first), each with the chart that shows it best."""
     f = rep.findings
     if f is None:
         return ""
@@ -374,6 +381,7 @@ def _evidence(rep: ReportContext, kind: str, run_ids: list[str]) -> str:
 
 
 def groups_section(rep: ReportContext, anchors: list[str]) -> str:
+    """A collapsible section per group of arms: saturation, a typical run's heatmap and distributions."""
     parts = ['<section id="groups"><h2>Arms in detail</h2>']
     if rep.group_by:
         parts.append(f'<p class="note">{len(rep.arms)} arms grouped by <b>{esc(rep.group_by)}</b>.</p>')
