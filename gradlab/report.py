@@ -136,6 +136,13 @@ class ReportContext:
         """The run ids of ``arms``, in runs-table order."""
         return [r for r in self.runs["run"] if self.arm[r] in set(arms)]
 
+    def first_run_per_arm(self, arms: Sequence[str], run_ids: Sequence[str]) -> list[str]:
+        """The first of ``run_ids`` in each of ``arms`` (in ``arms`` order; arms without one are left out)."""
+        first: dict[str, str] = {}
+        for r in run_ids:
+            first.setdefault(self.arm[r], r)
+        return [first[a] for a in arms if a in first]
+
     def verdict_html(self, run: str) -> str:
         """The verdict badge of one run for the runs table."""
         if run in self.verdicts.index:

@@ -354,7 +354,7 @@ def _is_num(x: Any) -> bool:
 def _evidence(rep: ReportContext, kind: str, run_ids: list[str]) -> str:
     """The chart that shows a finding kind best, for (at most a dozen arms of) the runs it flags."""
     arms = sorted(rep.arm[run_ids].unique(), key=natural_key)[:MAX_ARMS_PER_CHART]
-    one_per_arm = [next(r for r in run_ids if rep.arm[r] == a) for a in arms]
+    one_per_arm = rep.first_run_per_arm(arms, run_ids)
     name = f"evidence {kind}"
     if kind in ("vanishing", "exploding"):
         if set(arms) == set(rep.arms):
@@ -394,11 +394,7 @@ def groups_section(rep: ReportContext, anchors: list[str]) -> str:
         if len(rep.arms) > MAX_ARMS_PER_CHART:  # otherwise the comparisons already show every arm
             body.append(rep.flow(arms, f"{title} flow"))
             body.append(rep.curves(rep.runs_of(arms[:MAX_ARMS_PER_CHART]), f"{title} curves"))
-        firsts = [
-            next(r for r in ids if rep.arm[r] == a and rep.status.get(r) != "failed")
-            for a in arms
-            if any(rep.arm[r] == a and rep.status.get(r) != "failed" for r in ids)
-        ]
+        firsts = rep.first_run_per_arm(arms, [r for r in ids if rep.status.get(r) != "failed"])
         body.append(rep.saturation(firsts[:6], f"{title} saturation"))
         rep_run = rep.representative(arms)
         if rep_run is not None:
