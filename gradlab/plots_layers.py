@@ -175,6 +175,8 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
     colors = colors_for(arms, colors)
     fig, axes = new_figure(len(metrics), ncols, height=2.6 * len(metrics) + 1.0 + 0.18 * len(arms) / 3,
                            sharex=True, sharey="row")
+    if panels.empty:
+        empty_note(axes[0, 0])
     handles: dict[str, Any] = {}
     for i, metric in enumerate(metrics):
         for j, (p, ptitle) in enumerate(panels.itertuples(index=False)):

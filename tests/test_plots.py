@@ -410,9 +410,14 @@ def test_render_phase_diagram():
 
 def test_renderers_handle_empty_frames():
     empty = pd.DataFrame(columns=METRIC_COLUMNS)
-    assert plots.plot_gradient_flow(plots.gradient_flow_series(empty)) is not None
-    assert plots.plot_training_curves(plots.training_curves_series(empty)) is not None
-    assert plots.plot_saturation(plots.saturation_series(empty)) is not None
+    figs = [plots.plot_gradient_flow(plots.gradient_flow_series(empty)),
+            plots.plot_training_curves(plots.training_curves_series(empty)),
+            plots.plot_saturation(plots.saturation_series(empty))]
+    for fig in figs:
+        assert fig is not None
+        notes = [t.get_text() for ax in fig.axes if ax.get_visible() for t in ax.texts]
+        assert len(notes) == 1 and "no " in notes[0]  # an empty chart says so instead of blank axes
+        assert png_bytes(fig)[:4] == b"\x89PNG"
 
 
 def test_import_gradlab_and_plots_do_not_import_pyplot():
