@@ -71,17 +71,25 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if v is None or (not isinstance(v, str) and pd.isna(v)) else v
 
 
-def _one_run(run: str, cfg: Mapping[str, Any], rows: pd.DataFrame | None, cache: dict) -> pd.DataFrame:
+def _not_covered(cfg: Mapping[str, Any]) -> str:
+    """Why the theory cannot describe this run's network at all ("" when it can, batch norm aside)."""
     missing = [k for k in _NEEDED if _get(cfg, k, None) is None]
     if missing:
-        raise _SkipError(f"the runs table has no {', '.join(missing)}")
+        return f"the runs table has no {', '.join(missing)}"
     if str(_get(cfg, "status", "ok")) == "failed":
-        raise _SkipError("the run failed")
+        return "the run failed"
     for key, what in (("residual", "residual connections"), ("layer_norm", "layer norm")):
         if bool(_get(cfg, key, False)):
-            raise _SkipError(f"{what}: no mean-field profile here")
+            return f"{what}: no mean-field profile here"
     if float(_get(cfg, "dropout", 0.0)) > 0:
-        raise _SkipError("dropout: no mean-field profile here")
+        return "dropout: no mean-field profile here"
+    return ""
+
+
+def _one_run(run: str, cfg: Mapping[str, Any], rows: pd.DataFrame | None, cache: dict) -> pd.DataFrame:
+    why = _not_covered(cfg)
+    if why:
+        raise _SkipError(why)
     depth, bn = int(cfg["depth"]), bool(_get(cfg, "batch_norm", False))
     batch = int(_get(cfg, "batch_size", 0))
     if bn and batch < 4:
@@ -156,11 +164,7 @@ def phase_points(runs: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for cfg in runs.to_dict("records"):
-        if any(_get(cfg, k, None) is None for k in _NEEDED) or str(_get(cfg, "status", "ok")) == "failed":
-            continue
-        if any(bool(_get(cfg, k, False)) for k in ("batch_norm", "layer_norm", "residual")):
-            continue
-        if float(_get(cfg, "dropout", 0.0)) > 0:
+        if _not_covered(cfg) or bool(_get(cfg, "batch_norm", False)):
             continue
         try:
             sw2, sb2 = sigma_params(str(cfg["init"]), float(cfg["weight_scale"]),
