@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from gradlab import plots
 from gradlab.diagnose import diagnose, run_verdicts
 from gradlab.plots_common import arm_labels, format_value, natural_key, varying_axes
 from gradlab.report_sections import (
@@ -94,9 +95,6 @@ class ReportContext:
         theory: pd.DataFrame | None,
         group_by: str | None,
     ) -> None:
-        from gradlab import plots
-
-        self.plots = plots
         self.runs = runs.assign(run=runs["run"].astype(str)).reset_index(drop=True)
         self.metrics, self.hists, self.findings = metrics, hists, findings
         self.theory = theory if theory is not None and len(theory) else None
@@ -156,9 +154,8 @@ class ReportContext:
     # -- charts ------------------------------------------------------------------------------
     def flow(self, arms: Sequence[str], name: str, caption: str = "") -> str:
         """The gradient-flow chart of (at most a dozen of) ``arms``, with the theory overlay."""
-        p = self.plots
         ids = self.runs_of(arms[:MAX_ARMS_PER_CHART])
-        s = p.gradient_flow_series(self.metrics, self.runs, run_ids=ids, predicted=self.theory)
+        s = plots.gradient_flow_series(self.metrics, self.runs, run_ids=ids, predicted=self.theory)
         if s.empty:
             return ""
         note = f" Showing {MAX_ARMS_PER_CHART} of {len(arms)} arms." if len(arms) > MAX_ARMS_PER_CHART else ""
@@ -172,7 +169,7 @@ class ReportContext:
         if (s["kind"] == "predicted").any():
             caption += (" Dashed: the mean-field prediction at initialisation (gradlab.theory), in the arm's "
                         "colour, anchored at the output layer.")
-        return self.charts.add(p.plot_gradient_flow(s, colors=self.colors), name, caption)
+        return self.charts.add(plots.plot_gradient_flow(s, colors=self.colors), name, caption)
 
     def trained(self, run_ids: Sequence[str]) -> bool:
         """Whether any of the runs recorded more than one step (else charts over training stay empty)."""
@@ -182,12 +179,11 @@ class ReportContext:
         """Loss and accuracy curves of the runs."""
         if not self.trained(run_ids):
             return ""
-        p = self.plots
-        s = p.training_curves_series(self.metrics, self.runs, run_ids=run_ids)
+        s = plots.training_curves_series(self.metrics, self.runs, run_ids=run_ids)
         if s["curves"].empty:
             return ""
         return self.charts.add(
-            p.plot_training_curves(s, colors=self.colors),
+            plots.plot_training_curves(s, colors=self.colors),
             name,
             "Training loss (log scale) and accuracy per run; × marks a divergence.",
         )
@@ -198,12 +194,11 @@ class ReportContext:
         """Saturated / dead fractions per layer over training."""
         if not self.trained(run_ids):
             return ""
-        p = self.plots
-        s = p.saturation_series(self.metrics, self.runs, which=which, run_ids=run_ids)
+        s = plots.saturation_series(self.metrics, self.runs, which=which, run_ids=run_ids)
         if s.empty:
             return ""
         return self.charts.add(
-            p.plot_saturation(s),
+            plots.plot_saturation(s),
             name,
             "Fraction of saturated outputs (bounded activations) or dead units (ReLU family) "
             "per layer over training; colour runs from the input layer to the output layer.",
@@ -213,27 +208,25 @@ class ReportContext:
         """Layer × step heatmaps of one run (gradient norm and unit health)."""
         if not self.trained([run]):
             return ""
-        p = self.plots
-        panels = {"log10 ‖∂L/∂y‖ (dense layers)": p.heatmap_series(self.metrics, run)}
+        panels = {"log10 ‖∂L/∂y‖ (dense layers)": plots.heatmap_series(self.metrics, run)}
         for metric, title in (("saturation", "saturated fraction"), ("dead_frac", "dead-unit fraction")):
-            h = p.heatmap_series(self.metrics, run, metric=metric)
+            h = plots.heatmap_series(self.metrics, run, metric=metric)
             if not h.empty:
                 panels[title] = h
                 break
         if panels["log10 ‖∂L/∂y‖ (dense layers)"].empty:
             return ""
-        fig = p.plot_heatmap(panels, title=f"{self.arm[run]}  (run {run})")
+        fig = plots.plot_heatmap(panels, title=f"{self.arm[run]}  (run {run})")
         return self.charts.add(fig, name, f"Layer × step view of run {run}: gradient norm and unit health.")
 
     def distributions(self, run: str, name: str) -> str:
         """Per-layer magnitude distributions of one run's activations and gradients."""
         if self.hists is None or len(self.hists) == 0:
             return ""
-        p = self.plots
-        s = p.distribution_series(self.hists, run)
+        s = plots.distribution_series(self.hists, run)
         if s.empty:
             return ""
-        fig = p.plot_distributions(s, title=f"Distributions per layer: {self.arm[run]} (run {run})")
+        fig = plots.plot_distributions(s, title=f"Distributions per layer: {self.arm[run]} (run {run})")
         return self.charts.add(
             fig,
             name,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from gradlab import plots
 from gradlab.diagnose import KINDS
 from gradlab.plots_common import axis_values, config_columns, format_value, natural_key
 
@@ -161,11 +162,11 @@ def _tail(text: Any, lines: int = 25) -> str:
 
 def comparisons_section(rep: ReportContext) -> str:
     """Charts across arms: sweep matrix, gradient flow, training curves, clipping, phase diagram."""
-    p, parts = rep.plots, []
+    parts = []
     if rep.axes:
         rows, cols = _matrix_axes(rep)
         runs = rep.runs.assign(arm=rep.runs["run"].map(rep.arm))
-        m = p.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, step=0)
+        m = plots.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, step=0)
         others = [a for a in rep.axes if a not in (rows, cols)] if rows != "arm" else []
         cap = (
             "log10 of ‖∂L/∂y‖ at the first dense layer over the output layer at initialisation: "
@@ -173,7 +174,7 @@ def comparisons_section(rep: ReportContext) -> str:
         )
         if others:
             cap += f" Cells take the median over {', '.join(others)}."
-        parts.append(rep.charts.add(p.plot_sweep_matrix(m), "sweep matrix", cap))
+        parts.append(rep.charts.add(plots.plot_sweep_matrix(m), "sweep matrix", cap))
     if len(rep.arms) <= MAX_ARMS_PER_CHART:
         parts.append(rep.flow(rep.arms, "gradient flow"))
         parts.append(rep.curves(list(rep.runs["run"]), "training curves"))
@@ -188,10 +189,10 @@ def comparisons_section(rep: ReportContext) -> str:
     if len(clipped):
         arms = sorted(rep.arm[clipped["run"]].unique(), key=natural_key)[:MAX_ARMS_PER_CHART]
         ids = rep.runs_of(arms if len(rep.arms) > MAX_ARMS_PER_CHART else rep.arms)
-        s = p.clipping_series(rep.metrics, rep.runs, run_ids=ids)
+        s = plots.clipping_series(rep.metrics, rep.runs, run_ids=ids)
         parts.append(
             rep.charts.add(
-                p.plot_clipping(s, colors=rep.colors),
+                plots.plot_clipping(s, colors=rep.colors),
                 "clipping",
                 "Global gradient norm before and after clipping, and how often clipping fired.",
             )
@@ -248,7 +249,7 @@ def _phase(rep: ReportContext) -> str:
     log_x = hi / lo > 12
     sw2, sb2, chi, crit = phase_diagram(act, (lo, hi), (0.0, max(0.25, 1.2 * pts["sb2"].max())), n=PHASE_GRID,
                                         log_sw2=log_x)
-    fig = rep.plots.plot_phase_diagram(sw2, sb2, chi, crit, pts, activation=act, log_x=log_x)
+    fig = plots.plot_phase_diagram(sw2, sb2, chi, crit, pts, activation=act, log_x=log_x)
     what = "depth" if pts["label"].str.startswith("d=").all() else "the measured ‖∂L/∂y‖ ratio at init"
     return rep.charts.add(
         fig,
@@ -368,12 +369,11 @@ def _evidence(rep: ReportContext, kind: str, run_ids: list[str]) -> str:
     if kind == "dead_units":
         return rep.saturation(one_per_arm, name, which=("dead_frac_window", "dead_frac"))
     if kind == "update_ratio":
-        p = rep.plots
-        one_per_arm.sort(key=lambda r: rep.status.get(r) != "ok")
-        h = p.heatmap_series(rep.metrics, one_per_arm[0], metric="update_ratio", kinds=("dense",), log=True)
+        run = min(one_per_arm, key=lambda r: rep.status.get(r) != "ok")  # the first ok run, if any
+        h = plots.heatmap_series(rep.metrics, run, metric="update_ratio", kinds=("dense",), log=True)
         if h.empty:
             return ""
-        fig = p.plot_heatmap({"log10 ‖ΔW‖/‖W‖": h}, title=f"{rep.arm[one_per_arm[0]]} (run {one_per_arm[0]})")
+        fig = plots.plot_heatmap({"log10 ‖ΔW‖/‖W‖": h}, title=f"{rep.arm[run]} (run {run})")
         return rep.charts.add(fig, name, "Update-to-weight ratio per dense layer over training.")
     if kind in ("failed", *INFO_KINDS):
         return ""

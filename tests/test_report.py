@@ -27,7 +27,7 @@ from test_plots import make_findings, make_run, make_sweep
 from test_theory import real_runs
 
 import gradlab
-from gradlab import report, report_sections, store
+from gradlab import plots, report, report_sections, store
 from gradlab.report_sections import phase_chart_points
 
 GOLDEN = Path(__file__).parent / "golden" / "report.html"
@@ -186,11 +186,11 @@ def test_report_on_real_runs_overlays_the_prediction(real_report):
     assert "phase diagram" not in html  # several activations: no single diagram
 
 
-def test_gradient_flow_series_of_the_report_carries_the_prediction():
+def test_gradient_flow_series_of_the_report_carries_the_prediction(tmp_path):
     runs, metrics = real_runs()
-    rep = report.ReportContext(runs, metrics, Path("."), None, None,
+    rep = report.ReportContext(runs, metrics, tmp_path, None, None,
                                gradlab.theory.expected_vs_measured(runs, metrics), None)
-    s = rep.plots.gradient_flow_series(metrics, rep.runs, predicted=rep.theory)
+    s = plots.gradient_flow_series(metrics, rep.runs, predicted=rep.theory)
     pred = s[s["kind"] == "predicted"]
     assert set(pred["arm"]) == {rep.arm[r] for r in ("tanh-ordered", "relu-glorot", "bn-relu")}
     assert s["panel"].nunique() == 1  # init, early and late are all step 0
