@@ -123,19 +123,19 @@ def test_strings_from_configs_and_findings_are_escaped(tmp_path):
     assert "x&lt;1&gt;" in html and "y&amp;2" in html
 
 
-def test_verdicts_come_from_diagnose_most_severe_first():
-    rep = report.ReportContext(*make_sweep()[:2], Path("."), None, make_findings(), None, None)
+def test_verdicts_come_from_diagnose_most_severe_first(tmp_path):
+    rep = report.ReportContext(*make_sweep()[:2], tmp_path, None, make_findings(), None, None)
     assert rep.verdicts.to_dict() == {"r-sig6": "vanishing, saturation", "r-tanh6": "diverged"}
-    assert report.ReportContext(*make_sweep()[:2], Path("."), None, None, None, None).verdicts.empty
+    assert report.ReportContext(*make_sweep()[:2], tmp_path, None, None, None, None).verdicts.empty
 
 
-def test_large_sweep_is_grouped_by_one_axis():
+def test_large_sweep_is_grouped_by_one_axis(tmp_path):
     rows = [{"run": f"r{d}-{a}-{s}", "name": "", "depth": d, "activation": a, "init": "he_normal",
              "weight_scale": s, "seed": 0, "status": "ok"}
             for d in (2, 4, 8, 16, 32) for a in ("relu", "tanh") for s in (0.5, 1.0, 2.0)]
     runs = pd.DataFrame(rows)
     empty = pd.DataFrame(columns=["run", "step", "layer", "metric", "value"])
-    rep = report.ReportContext(runs, empty, Path("."), None, None, None, None)
+    rep = report.ReportContext(runs, empty, tmp_path, None, None, None, None)
     assert rep.group_by == "activation"  # text axis first, then the fewest values
     assert [t for t, _ in rep.groups] == ["activation = relu", "activation = tanh"]
     assert all(len(arms) == 15 for _, arms in rep.groups)
@@ -199,10 +199,10 @@ def test_gradient_flow_series_of_the_report_carries_the_prediction(tmp_path):
 
 def test_phase_diagram_for_a_single_activation(tmp_path, monkeypatch):
     runs, metrics = real_runs()
-    many = report.ReportContext(runs, metrics, Path("."), None, None, None, None)
+    many = report.ReportContext(runs, metrics, tmp_path, None, None, None, None)
     assert phase_chart_points(many) is None  # tanh and relu
     one = runs[runs["run"] == "tanh-ordered"]
-    rep = report.ReportContext(one, metrics, Path("."), None, None, None, None)
+    rep = report.ReportContext(one, metrics, tmp_path, None, None, None, None)
     pts = phase_chart_points(rep)  # one point, but init = "normal": drawn
     assert pts[["sw2", "sb2"]].to_numpy().tolist() == [[pytest.approx(0.64), pytest.approx(0.01)]]
     assert float(pts["label"].iloc[0]) == pytest.approx(10 ** rep.ratio0["tanh-ordered"], rel=0.05)
