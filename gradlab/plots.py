@@ -2,8 +2,9 @@
 
 Each chart is a pure ``<chart>_series`` function, unit-tested on small frames, and a ``plot_<chart>``
 renderer that draws its output. The code lives in ``plots_common`` (layer order, arm labels and
-colours), ``plots_layers`` (per-layer charts) and ``plots_runs`` (per-run and sweep charts);
-matplotlib is imported only when a renderer (or :func:`arm_colors`) runs.
+colours), ``plots_layers`` (per-layer charts), ``plots_dists`` (per-layer distributions) and
+``plots_runs`` (per-run and sweep charts); matplotlib is imported only when a renderer (or
+:func:`arm_colors`) runs.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from gradlab.plots_common import (
     sort_layers,
     varying_axes,
 )
+from gradlab.plots_dists import distribution_series, plot_distributions
 from gradlab.plots_layers import (
-    distribution_series,
     gradient_flow_series,
     heatmap_series,
-    plot_distributions,
     plot_gradient_flow,
     plot_heatmap,
     plot_saturation,
