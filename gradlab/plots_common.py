@@ -110,10 +110,8 @@ def arm_labels(runs: pd.DataFrame) -> pd.Series:
     text = {c: [format_value(v) for v in runs[c].tolist()] for c in dict.fromkeys(axes + cols)}
     names = (runs["name"].astype("string").fillna("").str.strip().tolist() if "name" in runs.columns
              else [""] * len(runs))
-    extra = {}  # name → the axes on which the runs sharing it differ
-    for name in set(names) - {""}:
-        same = runs[[n == name for n in names]]
-        extra[name] = [c for c in axes if same[c].astype("string").fillna("<NA>").nunique() > 1]
+    spread = runs[axes].astype("string").fillna("<NA>").groupby(names).nunique()  # name × axis
+    extra = {n: [c for c in axes if spread.at[n, c] > 1] for n in spread.index}  # where a name's runs differ
     labels = []
     for i, name in enumerate(names):
         if name:
