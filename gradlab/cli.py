@@ -73,14 +73,15 @@ def _read_config_file(path: str) -> dict[str, Any]:
 
 def _layer_summary(metrics: pd.DataFrame, metric: str = "grad_out_norm") -> list[str]:
     """Per dense layer: ``metric`` at the first and last recorded step, and their ratio."""
+    from gradlab.records import sort_layers
+
     rows = metrics[(metrics["metric"] == metric) & metrics["layer"].str.startswith("dense_")]
     if rows.empty:
         return [f"  (no {metric} recorded)"]
     first, last = int(rows["step"].min()), int(rows["step"].max())
     table = rows[rows["step"].isin([first, last])].pivot_table(index="layer", columns="step", values="value")
-    order = sorted(table.index, key=lambda name: int(name.rsplit("_", 1)[1]))
     lines = [f"  {'layer':<10} {'step ' + str(first):>11} {'step ' + str(last):>11} {'last/first':>11}"]
-    for layer in order:
+    for layer in sort_layers(table.index):
         a = table.loc[layer].get(first, float("nan"))
         b = table.loc[layer].get(last, float("nan"))
         ratio = b / a if a else float("nan")

@@ -54,7 +54,7 @@ from gradlab.findings import (
     format_findings,
     run_verdicts,
 )
-from gradlab.plots_common import layer_kind
+from gradlab.records import layer_kind
 from gradlab.rule_table import Table, prepare
 from gradlab.rules import aggregate_layers, rule_diverged, rule_growth, rule_layerwise, rule_ratio
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from gradlab.records import layer_kind, layer_position, sort_layers  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -30,25 +32,7 @@ FALLBACK_LABEL_COLUMNS = ("depth", "activation", "init")
 FIG_WIDTH = 9.0
 """Figure width in inches; at the report's 100 dpi a chart is 900 px wide."""
 
-_POS = re.compile(r"^(.*?)_(\d+)$")
 _NUM = re.compile(r"(\d+(?:\.\d+)?)")
-
-
-def layer_position(name: str) -> int:
-    """The forward position encoded in a layer name's integer suffix (``dense_10`` → 10; else -1)."""
-    m = _POS.match(str(name))
-    return int(m.group(2)) if m else -1
-
-
-def layer_kind(name: str) -> str:
-    """The kind encoded in a layer name (``tanh_3`` → ``tanh``)."""
-    m = _POS.match(str(name))
-    return m.group(1) if m else str(name)
-
-
-def sort_layers(names: Iterable[str]) -> list[str]:
-    """Unique layer names in forward order: by integer position, not lexically (dense_9 < dense_10)."""
-    return sorted({str(n) for n in names if str(n) != ""}, key=lambda n: (layer_position(n), n))
 
 
 def natural_key(text: str) -> tuple:

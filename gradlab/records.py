@@ -11,7 +11,8 @@ it is measured; the last step has no update).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,6 +58,26 @@ HIST_BINS = np.arange(HIST_LOG2_MIN, HIST_LOG2_MAX + 1)
 [HIST_LOG2_MIN, HIST_LOG2_MAX]; exact zeros go to the bin ``ZERO_BIN`` and non-finite values are not
 counted (``nonfinite`` counts them)."""
 ZERO_BIN = HIST_LOG2_MIN - 1
+
+_POS = re.compile(r"^(.*?)_(\d+)$")
+
+
+def layer_position(name: str) -> int:
+    """The forward position encoded in a layer name's integer suffix (``dense_10`` → 10; else -1)."""
+    m = _POS.match(str(name))
+    return int(m.group(2)) if m else -1
+
+
+def layer_kind(name: str) -> str:
+    """The kind encoded in a layer name (``tanh_3`` → ``tanh``)."""
+    m = _POS.match(str(name))
+    return m.group(1) if m else str(name)
+
+
+def sort_layers(names: Iterable[str]) -> list[str]:
+    """Unique layer names in forward order: by integer position, not lexically (dense_9 < dense_10)."""
+    return sorted({str(n) for n in names if str(n) != ""}, key=lambda n: (layer_position(n), n))
+
 
 METRIC_COLUMNS = ["run", "step", "layer", "metric", "value"]
 HIST_COLUMNS = ["run", "step", "layer", "quantity", "bin", "count"]

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.plots_common import layer_kind, layer_position
-from gradlab.records import METRIC_COLUMNS
+from gradlab.records import METRIC_COLUMNS, layer_kind, layer_position
 
 NEEDED = ("grad_out_norm", "grad_norm_total", "loss", "nonfinite", "saturation", "dead_frac",
           "dead_frac_window", "update_ratio")

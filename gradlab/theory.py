@@ -349,7 +349,7 @@ def compare_profile(
     """
     import pandas as pd
 
-    from gradlab.plots_common import sort_layers
+    from gradlab.records import sort_layers
 
     if isinstance(measured, pd.DataFrame):
         rows = measured[(measured["step"] == 0) & (measured["metric"] == "grad_out_norm")]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.plots_common import sort_layers
+from gradlab.records import sort_layers
 from gradlab.theory import layer_sigma_w2, predicted_profile, sigma_params
 
 COLUMNS = ["run", "layer_index", "layer", "predicted", "measured", "ratio", "q_in", "reason"]
