@@ -23,8 +23,7 @@ from gradlab.runner import run_sweep
 from gradlab.store import load_hists, load_results
 from gradlab.sweep import Sweep, SweepError, load_sweep
 from gradlab.train import RunResult, run, train_loop
-
-__version__ = "0.1.0"
+from gradlab.version import __version__
 
 _LAZY = {
     "diagnose": ("gradlab.diagnose", "diagnose"),
@@ -35,6 +34,7 @@ _LAZY = {
     "write_report": ("gradlab.report", "write_report"),
     "load_and_report": ("gradlab.report", "load_and_report"),
     "theory": ("gradlab.theory", None),
+    "expected_vs_measured": ("gradlab.theory_runs", "expected_vs_measured"),
 }
 
 
@@ -81,6 +81,7 @@ __all__ = [
     "clip_grad_norm",
     "clip_grad_value",
     "diagnose",
+    "expected_vs_measured",
     "findings_to_json",
     "format_findings",
     "get_activation",

@@ -281,14 +281,14 @@ def write_report(
         findings: diagnose's findings (``run, kind, layer, step, value, op, threshold, message, fix``).
         theory: predicted gradient profiles ``run, layer_index, predicted`` (optionally ``reason``, "" where
             the theory applies), drawn dashed on the gradient-flow charts and summarised in the runs
-            table. None computes them with :func:`gradlab.theory.expected_vs_measured`; pass an empty
+            table. None computes them with :func:`gradlab.theory_runs.expected_vs_measured`; pass an empty
             frame to leave theory out.
         group_by: the axis that groups arms into sections (default: chosen when there are many arms).
         now: clock for the timestamp (tests pass a fixed one).
     """
     import matplotlib
 
-    import gradlab
+    from gradlab.version import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -326,7 +326,7 @@ def write_report(
         f'generated <time datetime="{esc(stamp)}">{esc(stamp)}</time>'
     )
     footer = (
-        f"gradlab {esc(gradlab.__version__)} · matplotlib {esc(matplotlib.__version__)} · "
+        f"gradlab {esc(__version__)} · matplotlib {esc(matplotlib.__version__)} · "
         f"{rep.charts.count} charts"
     )
     page = Template(_template("report.html")).substitute(
@@ -344,10 +344,9 @@ def write_report(
 
 def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
     """Load a results folder (:func:`gradlab.load_results`, histograms if stored), diagnose it, report it."""
-    import gradlab
     from gradlab import store
 
-    runs, metrics = gradlab.load_results(runs_dir)
+    runs, metrics = store.load_results(runs_dir)
     if "hists" not in kwargs:
         kwargs["hists"] = store.load_hists(runs_dir)
     if "findings" not in kwargs:

@@ -146,7 +146,7 @@ def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
         '<p class="note">grad ratio: ‖∂L/∂y‖ reaching the first dense layer over the one at the output '
         "layer, at initialisation and at the last finite step; ≪ 1 vanishes, ≫ 1 explodes."
         + (
-            " predicted: its mean-field value at initialisation (gradlab.theory.expected_vs_measured); "
+            " predicted: its mean-field value at initialisation (gradlab.theory_runs.expected_vs_measured); "
             f"{NONE} where the theory does not apply (hover for why)."
             if rep.theory is not None
             else ""

@@ -171,14 +171,14 @@ def _versions() -> dict[str, str]:
     import pandas
     import pyarrow
 
-    import gradlab
+    from gradlab.version import __version__
 
     return {
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "pandas": pandas.__version__,
         "pyarrow": pyarrow.__version__,
-        "gradlab": gradlab.__version__,
+        "gradlab": __version__,
     }
 
 

@@ -1,6 +1,6 @@
 """Mean-field predictions for random MLPs at initialisation: fixed points, χ₁, depth scales, the
 order-to-chaos line and phase diagram, Glorot/He variance rules and the per-layer gradient profile to overlay
-on measurements (:func:`expected_vs_measured`, from :mod:`gradlab.theory_runs`, does it for recorded runs).
+on measurements (:func:`gradlab.theory_runs.expected_vs_measured` does it for recorded runs).
 
 Conventions. Dense layer l computes ``h_l = φ(h_{l−1}) W_l + b_l`` (``h_0 = x W_0 + b_0``) with
 ``W ~ (0, σ_w²/fan_in)`` and ``b ~ N(0, σ_b²)``; ``q_l`` is the variance of one unit of ``h_l`` and
@@ -363,16 +363,6 @@ def compare_profile(
     if m.shape != p.shape:
         raise ValueError(f"{m.size} measured Dense layers but {p.size} predicted")
     return pd.DataFrame({"layer_index": np.arange(m.size), "predicted": p / p[-1], "measured": m / m[-1]})
-
-
-def __getattr__(name: str) -> object:
-    # expected_vs_measured works on frames: it lives in gradlab.theory_runs, which imports this module
-    # (and pandas), so it is loaded on first use rather than imported here.
-    if name == "expected_vs_measured":
-        from gradlab.theory_runs import expected_vs_measured
-
-        return expected_vs_measured
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

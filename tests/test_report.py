@@ -146,7 +146,7 @@ def test_load_and_report_uses_the_store_loader(tmp_path, monkeypatch):
     runs = pd.DataFrame([part["row"]])
     seen = []
     load = lambda d: seen.append(d) or (runs, part["metrics"])  # noqa: E731
-    monkeypatch.setattr(gradlab, "load_results", load, raising=False)
+    monkeypatch.setattr(store, "load_results", load)
     monkeypatch.setattr(store, "load_hists", lambda d: seen.append(d) or part["hists"])
     monkeypatch.setattr(Figure, "savefig", _stub_savefig)
     path = report.load_and_report(tmp_path / "results", tmp_path / "out")
@@ -189,7 +189,7 @@ def test_report_on_real_runs_overlays_the_prediction(real_report):
 def test_gradient_flow_series_of_the_report_carries_the_prediction(tmp_path):
     runs, metrics = real_runs()
     rep = report.ReportContext(runs, metrics, tmp_path, None, None,
-                               gradlab.theory.expected_vs_measured(runs, metrics), None)
+                               gradlab.theory_runs.expected_vs_measured(runs, metrics), None)
     s = plots.gradient_flow_series(metrics, rep.runs, predicted=rep.theory)
     pred = s[s["kind"] == "predicted"]
     assert set(pred["arm"]) == {rep.arm[r] for r in ("tanh-ordered", "relu-glorot", "bn-relu")}

@@ -28,6 +28,7 @@ from gradlab.activations import get_activation
 from gradlab.hooks import Monitor
 from gradlab.network import mlp
 from gradlab.theory_bn import bn_gradient_rate, bn_rates, gauss_rule, polar_gauss_rule
+from gradlab.theory_runs import expected_vs_measured
 
 # -- quadrature ---------------------------------------------------------------------------------
 
@@ -384,7 +385,7 @@ def test_expected_vs_measured_on_real_runs():
     # depth (worst 0.31 over 10 seeds for tanh). The predicted profiles span e^-3 … e^1.5, so a flat or
     # inverted prediction, or one shifted by a layer, fails.
     runs, metrics = real_runs()
-    ev = T.expected_vs_measured(runs, metrics)
+    ev = expected_vs_measured(runs, metrics)
     assert list(ev.columns) == ["run", "layer_index", "layer", "predicted", "measured", "ratio", "q_in",
                                 "reason"]
     ok = ev[ev["reason"] == ""]
@@ -408,11 +409,11 @@ def test_expected_vs_measured_estimates_q_in_and_says_why_it_skips():
     tanh = runs[runs["run"] == "tanh-ordered"]
     m = metrics[metrics["run"] == "tanh-ordered"]
     # not an N(0, I) dataset: q_in from dense_0's measured second moment (≈ 1 for these inputs)
-    ev = T.expected_vs_measured(tanh.assign(dataset="blobs"), m)
+    ev = expected_vs_measured(tanh.assign(dataset="blobs"), m)
     assert ev["q_in"].iloc[0] == pytest.approx(1.0, rel=0.1) and (ev["reason"] == "").all()
     # with batch norm that estimate cannot give the per-feature batch variance: layer 0 stays nan
     bn = runs[runs["run"] == "bn-relu"]
-    ev = T.expected_vs_measured(bn.assign(dataset="blobs"), metrics[metrics["run"] == "bn-relu"])
+    ev = expected_vs_measured(bn.assign(dataset="blobs"), metrics[metrics["run"] == "bn-relu"])
     assert np.isnan(ev["predicted"].iloc[0]) and np.isfinite(ev["predicted"].iloc[1:]).all()
     no_act = m[~m["metric"].isin(["act_mean", "act_std"])]
     cases = {
@@ -424,9 +425,9 @@ def test_expected_vs_measured_estimates_q_in_and_says_why_it_skips():
         "has no init": (tanh.drop(columns="init"), m),
     }
     for reason, (r, mm) in cases.items():
-        out = T.expected_vs_measured(r, mm)
+        out = expected_vs_measured(r, mm)
         assert len(out) == 1 and reason in out["reason"].iloc[0], (reason, out["reason"].iloc[0])
-    assert T.expected_vs_measured(runs[:0], metrics).empty
+    assert expected_vs_measured(runs[:0], metrics).empty
 
 
 def test_phase_diagram_matches_chi_1_and_the_critical_line():
