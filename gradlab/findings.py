@@ -44,15 +44,46 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-KINDS = ("diverged", "failed", "exploding", "vanishing", "saturation", "dead_units", "update_ratio",
-         "no_data", "healthy")
+KINDS = (
+    "diverged",
+    "failed",
+    "exploding",
+    "vanishing",
+    "saturation",
+    "dead_units",
+    "update_ratio",
+    "no_data",
+    "healthy",
+)
 """Every finding kind, most serious first (the order of :func:`run_verdicts`)."""
 
-SEVERITY = {"diverged": "error", "failed": "error", "exploding": "error", "vanishing": "error",
-            "saturation": "warning", "dead_units": "warning", "update_ratio": "warning",
-            "no_data": "info", "healthy": "info"}
-COLUMNS = ["run", "kind", "rule", "layer", "layers", "step", "metric", "value", "op", "threshold",
-           "severity", "cause", "message", "fix"]
+SEVERITY = {
+    "diverged": "error",
+    "failed": "error",
+    "exploding": "error",
+    "vanishing": "error",
+    "saturation": "warning",
+    "dead_units": "warning",
+    "update_ratio": "warning",
+    "no_data": "info",
+    "healthy": "info",
+}
+COLUMNS = [
+    "run",
+    "kind",
+    "rule",
+    "layer",
+    "layers",
+    "step",
+    "metric",
+    "value",
+    "op",
+    "threshold",
+    "severity",
+    "cause",
+    "message",
+    "fix",
+]
 
 
 def findings_frame(records: list[dict]) -> pd.DataFrame:
@@ -107,15 +138,22 @@ def format_findings(findings: pd.DataFrame, width: int = 110, *, runs: pd.DataFr
     label = _run_labels(findings, runs)
     head = ["run", "layer", "kind", "since", "value vs threshold", "fix"]
     rows = []
-    for f in findings.to_dict("records"):
+    # The most serious first; a run's findings stay together, in their own order.
+    worst = {
+        r: min(KINDS.index(k) if k in KINDS else len(KINDS) for k in g)
+        for r, g in findings.groupby("run", sort=False)["kind"]
+    }
+    records = sorted(findings.to_dict("records"), key=lambda f: (worst[f["run"]], label[str(f["run"])]))
+    for f in records:
         kind = str(f["kind"]) + (" ←" + str(f["cause"]) if _str(f.get("cause")) else "")
         layer = _str(f["layer"]) or "—"
         n = len(_str(f.get("layers")).split(", ")) if _str(f.get("layers")) and _str(f["layer"]) else 0
         layer = _clip(layer, 16) + (f" +{n - 1}" if n > 1 else "")
         since = "" if pd.isna(f["step"]) else str(f["step"])
         clip = 24 if width < 130 else 32
-        rows.append([_clip(label[str(f["run"])], clip), layer, kind, since, _value_cell(f),
-                     _str(f["fix"]) or "—"])
+        rows.append(
+            [_clip(label[str(f["run"])], clip), layer, kind, since, _value_cell(f), _str(f["fix"]) or "—"]
+        )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:-1])]
     lead = sum(widths) + 2 * len(widths)
     fix_w = max(24, width - lead)
@@ -176,6 +214,7 @@ def _clip(s: str, n: int) -> str:
 
 def findings_to_json(findings: pd.DataFrame) -> str:
     """The findings as a JSON array of objects (NaN and <NA> as null); exact float round-trip."""
+
     def clean(v: Any) -> Any:
         if _missing(v):
             return None
@@ -190,5 +229,14 @@ def findings_from_json(text: str) -> pd.DataFrame:
     return findings_frame(json.loads(text))
 
 
-__all__ = ["COLUMNS", "KINDS", "SEVERITY", "findings_frame", "findings_from_json", "findings_to_json",
-           "fmt_num", "format_findings", "run_verdicts"]
+__all__ = [
+    "COLUMNS",
+    "KINDS",
+    "SEVERITY",
+    "findings_frame",
+    "findings_from_json",
+    "findings_to_json",
+    "fmt_num",
+    "format_findings",
+    "run_verdicts",
+]

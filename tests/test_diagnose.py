@@ -458,7 +458,8 @@ def test_format_findings_labels_runs_by_arm_name(mixed):
                          "name": ["sigmoid-deep", "", "relu-lr10", "relu-lr10"]})
     text = format_findings(mixed, width=100, runs=runs)
     rows = [line.split()[0] for line in text.splitlines()[2:] if line[:1] != " "]
-    assert rows == ["sigmoid-deep", "sigmoid-deep", "b", "relu-lr10"]  # unnamed: the id
+    # the most serious run first (relu-lr10 diverged), healthy last; unnamed runs show their id
+    assert rows == ["relu-lr10", "sigmoid-deep", "sigmoid-deep", "b"]
     assert "a-very-long" not in text and all(len(line) <= 100 for line in text.splitlines())
     both = pd.concat([mixed, mixed[mixed["run"] == "c"].assign(run="d")], ignore_index=True)
     text = format_findings(both, runs=runs)
