@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradlab.arms import arm_labels
+
 KINDS = (
     "diverged",
     "failed",
@@ -150,7 +152,7 @@ def format_findings(findings: pd.DataFrame, width: int = 110, *, runs: pd.DataFr
         n = len(_str(f.get("layers")).split(", ")) if _str(f.get("layers")) and _str(f["layer"]) else 0
         layer = _clip(layer, 16) + (f" +{n - 1}" if n > 1 else "")
         since = "" if pd.isna(f["step"]) else str(f["step"])
-        clip = 24 if width < 130 else 32
+        clip = 24 if width < 130 else 40
         rows.append(
             [_clip(label[str(f["run"])], clip), layer, kind, since, _value_cell(f), _str(f["fix"]) or "—"]
         )
@@ -185,11 +187,12 @@ def _value_cell(f: Mapping[str, Any]) -> str:
 
 
 def _run_labels(findings: pd.DataFrame, runs: pd.DataFrame | None) -> dict[str, str]:
-    """Run id → its arm name (with a short id when names repeat), else the id."""
+    """Run id → its arm's label (:func:`gradlab.arms.arm_labels`; a short id added when labels repeat),
+    else the id."""
     ids = [str(r) for r in dict.fromkeys(findings["run"])]
     names: dict[str, str] = {}
-    if runs is not None and {"run", "name"} <= set(runs.columns):
-        names = {str(r): _str(n) for r, n in zip(runs["run"], runs["name"], strict=True)}
+    if runs is not None and "run" in runs.columns and len(runs):
+        names = {r: n for r, n in arm_labels(runs).items() if n != r}
     count = pd.Series([names.get(r, "") for r in ids]).value_counts()
     out = {}
     for r in ids:
