@@ -75,3 +75,12 @@ def test_only_plots_and_report_use_matplotlib():
     users = sorted(p.stem for p in PACKAGE.glob("*.py") if uses(p))
     assert users, "the check found no matplotlib user at all: it is not looking"
     assert all(m.startswith(("plots", "report")) for m in users), users
+
+
+def test_data_flows_one_way_into_plots_and_reports():
+    graph = _graph()
+    for module, deps in graph.items():
+        if not module.startswith(("plots", "report")):
+            assert not {d for d in deps if d.startswith("plots")}, f"{module} imports plotting code"
+        if module not in ("report", "report_sections", "cli", "__init__"):
+            assert not {d for d in deps if d.startswith("report")}, f"{module} imports the report"
