@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -313,6 +314,18 @@ class Observer:
         """The tidy log-magnitude histogram frame."""
         return self.recorder.hist_frame()
 
+    def save(self, path: str | Path) -> Path:
+        """Write the metrics frame to ``path`` as Parquet (atomically), and the histograms, if any
+        were recorded, beside it as ``<stem>.hists.parquet``; ``pandas.read_parquet`` reads them."""
+        from gradlab.store import write_frame
+
+        path = Path(path)
+        write_frame(path, self.frame())
+        hists = self.hist_frame()
+        if len(hists):
+            write_frame(path.with_name(f"{path.stem}.hists.parquet"), hists)
+        return path
+
 
 class GradientMonitor(Monitor):
     """Records every statistic of :data:`gradlab.records.METRICS` for each layer of a gradlab Network.
@@ -428,3 +441,7 @@ class GradientMonitor(Monitor):
     def hist_frame(self) -> pd.DataFrame:
         """The tidy histogram frame."""
         return self.observer.hist_frame()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the recorded frames as Parquet (see :meth:`Observer.save`)."""
+        return self.observer.save(path)

@@ -320,3 +320,15 @@ def test_config_chooses_the_statistic_groups():
     assert not set(res.metrics.metric) & {"act_mean", "weight_norm", "saturation"}
     with pytest.raises(ConfigError, match="'norms' is not a statistic group; allowed: gradients, weights"):
         Config(record_stats=["norms"])
+
+
+def test_save_writes_parquet_that_pandas_reads_back(tmp_path):
+    net = mlp(3, 2, depth=2, width=4, activation="relu", rng=0)
+    mon = GradientMonitor(run="r", hist_every=1)
+    with net.attach(mon):
+        train_loop(
+            net, _stream(np.ones((4, 3)), np.zeros(4, dtype=int)), softmax_cross_entropy, SGD(0.1), steps=2
+        )
+    path = mon.save(tmp_path / "metrics.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(path), mon.frame())
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "metrics.hists.parquet"), mon.hist_frame())
