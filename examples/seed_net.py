@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradlab.monitor import Observer
+from gradlab.observer import Observer
 
 
 class Net:

@@ -15,8 +15,9 @@ from gradlab.hooks import Handle, Monitor, StepInfo
 from gradlab.init import INITS, calculate_gain, init_weights
 from gradlab.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Residual
 from gradlab.losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
-from gradlab.monitor import GradientMonitor, Observer
+from gradlab.monitor import GradientMonitor
 from gradlab.network import Network, mlp
+from gradlab.observer import Observer
 from gradlab.optim import SGD, Adam, AdamW, clip_grad_norm, clip_grad_value, make_optimizer
 from gradlab.records import METRICS
 from gradlab.runner import run_sweep

@@ -12,7 +12,7 @@ from typing import Any
 from gradlab.activations import ACTIVATIONS
 from gradlab.data import DATASETS
 from gradlab.init import INITS
-from gradlab.monitor import STAT_GROUPS
+from gradlab.observer import STAT_GROUPS
 from gradlab.optim import OPTIMIZERS
 
 STATS = ("norms", "activations", "saturation", "nonfinite", "hist")

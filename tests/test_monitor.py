@@ -13,8 +13,9 @@ from gradlab.config import Config, ConfigError
 from gradlab.data import make_dataset
 from gradlab.layers import Dense
 from gradlab.losses import mse, softmax_cross_entropy
-from gradlab.monitor import GradientMonitor, Observer
+from gradlab.monitor import GradientMonitor
 from gradlab.network import Network, mlp
+from gradlab.observer import Observer
 from gradlab.optim import SGD
 from gradlab.records import HIST_COLUMNS, METRIC_COLUMNS, METRICS
 from gradlab.train import run, train_loop
