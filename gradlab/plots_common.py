@@ -132,6 +132,9 @@ def log_y(ax: Any) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))
     ax.yaxis.set_minor_locator(NullLocator())
+    lo, hi = ax.get_ylim()
+    if lo < 1e-200 or hi > 1e200:  # see robust_log_limits
+        ax.set_ylim(max(lo, 1e-200), min(hi, 1e200))
 
 
 def suptitle(fig: Figure, text: str) -> None:
@@ -150,9 +153,13 @@ def integer_x(ax: Any) -> None:
 
 
 def robust_log_limits(values: np.ndarray) -> tuple[float, float] | None:
-    """Log-axis limits with a margin around the finite positive ``values`` (None if there are none)."""
+    """Log-axis limits with a margin around the finite positive ``values`` (None if there are none).
+
+    Kept within [1e-200, 1e200]: matplotlib places log ticks up to a stride past the limits, and near the
+    ends of the float range those overflow (an exploding run's loss of 2e274 crashed a report).
+    """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     if not len(v):
         return None
-    return float(v.min()) / 1.5, float(v.max()) * 1.5
+    return max(float(v.min()) / 1.5, 1e-200), min(float(v.max()) * 1.5, 1e200)

@@ -128,7 +128,7 @@ def plot_training_curves(series: Mapping[str, pd.DataFrame], *, colors: Mapping[
             log_y(ax)
             # The healthy runs set the scale; a diverged run's overflow would flatten them to a line.
             calm = sub[~sub["run"].isin(set(marks["run"]))]
-            lims = robust_log_limits(calm["value"].to_numpy()) if len(calm) else None
+            lims = robust_log_limits((calm if len(calm) else sub)["value"].to_numpy())
             if lims:
                 ax.set_ylim(*lims)
             lo, hi = ax.get_ylim()

@@ -376,6 +376,21 @@ def test_render_training_curves(sweep):
     assert png_bytes(fig)[:4] == b"\x89PNG"
 
 
+def test_render_values_near_the_end_of_the_float_range():
+    # An exploding run's loss reached 2e274 without turning non-finite: log ticks past 1e308 overflowed.
+    steps = np.arange(5)
+    rows = [("huge", s, "", "loss", 10.0 ** (70 * s - 6)) for s in steps]
+    rows += [("huge", s, "", "grad_norm_total", 10.0 ** (75 * s)) for s in steps]
+    rows += [("huge", s, "", "grad_norm_clipped", 10.0 ** (75 * s)) for s in steps]
+    metrics = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
+    for fig in (
+        plots.plot_training_curves(plots.training_curves_series(metrics)),
+        plots.plot_clipping(plots.clipping_series(metrics)),
+    ):
+        assert png_bytes(fig)[:4] == b"\x89PNG"
+        assert all(ax.get_ylim()[1] <= 1e200 for ax in fig.axes if ax.get_yscale() == "log")
+
+
 def test_render_sweep_matrix(sweep):
     runs, metrics, _ = sweep
     fig = plots.plot_sweep_matrix(plots.sweep_matrix_series(runs, metrics, rows="depth", cols="activation"))
