@@ -143,7 +143,6 @@ ACTIVATIONS: dict[str, ActivationFn] = {
 }
 
 BOUNDED = frozenset({"sigmoid", "tanh"})
-RECTIFIERS = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "softplus"})
 
 
 def get_activation(name: str | ActivationFn) -> ActivationFn:

@@ -15,8 +15,6 @@ from gradlab.init import INITS
 from gradlab.observer import STAT_GROUPS
 from gradlab.optim import OPTIMIZERS
 
-STATS = ("norms", "activations", "saturation", "nonfinite", "hist")
-
 
 class ConfigError(ValueError):
     """A configuration key or value is not allowed; the message names it and what is allowed."""

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradlab.activations import BOUNDED
 from gradlab.findings import (
     COLUMNS,
     KINDS,
@@ -59,7 +60,6 @@ from gradlab.rule_table import Table, prepare
 from gradlab.rules import aggregate_layers, rule_diverged, rule_growth, rule_layerwise, rule_ratio
 
 _CHECKED = ("diverged", "vanishing", "exploding", "saturation", "dead_units", "update_ratio")
-_BOUNDED = ("sigmoid", "tanh")
 _CAUSES = {"update_ratio_low": ("vanishing",), "update_ratio_high": ("diverged", "exploding")}
 """Rule → the kinds that, in the same run, explain it (first present wins)."""
 _METRIC = {"vanishing_ratio": "grad_out_norm", "exploding_ratio": "grad_out_norm",
@@ -336,7 +336,7 @@ def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = No
     act, init = c.get("activation"), str(c.get("init") or "")
     has_norm = bool(c.get("batch_norm")) or bool(c.get("layer_norm"))
     if kind == "vanishing":
-        if act in _BOUNDED:
+        if act in BOUNDED:
             parts = [f"replace {act} with a ReLU-family activation and He init (init='he_normal')"]
         elif isinstance(act, str) and not init.startswith("he"):
             parts = [f"use He init (init='he_normal') for {act}"]

@@ -3,7 +3,6 @@ of :data:`gradlab.records.METRICS` per layer per step, through :class:`gradlab.o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ import numpy as np
 from gradlab.activations import ActivationFn
 from gradlab.hooks import Monitor, Schedule, StepInfo
 from gradlab.observer import PARAM_KEYS, Observer
-from gradlab.stats import ratio, sq_norm
+from gradlab.stats import sq_norm
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +41,6 @@ class GradientMonitor(Monitor):
     ) -> None:
         super().__init__(layers=layers, every=every)
         self.observer = Observer(run=run, dead_window=dead_window, hist_every=hist_every, stats=stats)
-        self._layers: dict[str, Any] = {}
         self._scratch: Array | None = None
         self._sq: dict[int, float] = {}
         self._outputs: dict[str, tuple[Array, Array | None]] = {}  # for histograms: (y, grad_out)
@@ -58,7 +56,6 @@ class GradientMonitor(Monitor):
             layer = layers[name]
             act = getattr(layer, "fn", None)
             obs.add_layer(name, layer.kind, act if isinstance(act, ActivationFn) else None)
-            self._layers[name] = layer
         self._scratch = np.full(len(obs.recorder.columns), np.nan)
 
     def on_forward(self, name: str, layer: Any, x: Array, y: Array) -> None:
@@ -96,8 +93,8 @@ class GradientMonitor(Monitor):
                     upd = info.updates.get(key)
                     sq = sq_norm(upd) if upd is not None else None
                 if sq is not None:
-                    scratch[slot.c_update_ratio] = ratio(math.sqrt(sq), scratch[slot.c_weight_norm])
-        row = obs._row_for(step)
+                    obs.update_ratio(slot, scratch, sq)
+        row = obs.row_for(step)
         row[:] = scratch
         if obs.divergence is None and (self._bad_out or self._bad_grad):
             # Forward trouble starts at the earliest layer; backward trouble nearest the output

@@ -69,7 +69,6 @@ class _Slot:
     """Where one layer's metrics go (column indices, −1 when absent) and its recent unit activity."""
 
     __slots__ = (
-        "act",
         "c_act_mean",
         "c_act_std",
         "c_dead_frac",
@@ -83,7 +82,6 @@ class _Slot:
         "c_saturation",
         "c_update_ratio",
         "c_weight_norm",
-        "cols",
         "kind",
         "last_active",
         "name",
@@ -93,7 +91,7 @@ class _Slot:
     )  # fmt: skip
 
     def __init__(self, name: str, kind: str, act: ActivationFn | None, cols: dict[str, int]) -> None:
-        self.name, self.kind, self.act, self.cols = name, kind, act, cols
+        self.name, self.kind = name, kind
         for metric in METRICS:
             if hasattr(type(self), f"c_{metric}"):
                 setattr(self, f"c_{metric}", cols.get(metric, -1))
@@ -146,7 +144,8 @@ class Observer:
         cols = {m: self._add_column(name, m) for m in layer_metrics(kind, act, self.stats)}
         self.slots[name] = _Slot(name, kind, act, cols)
 
-    def _row_for(self, step: int) -> Array:
+    def row_for(self, step: int) -> Array:
+        """The row of ``step`` (a view into the recorder), started when ``step`` is new."""
         if self._row_step != step:
             if self._row_step is not None and step < self._row_step:
                 raise ValueError(f"step={step} comes after step {self._row_step}; steps must not decrease")
@@ -187,7 +186,7 @@ class Observer:
                 kind = "activation" if activation is not None else "dense" if weight is not None else "layer"
             self.add_layer(layer, kind, activation)
         slot = self.slots[layer]
-        row = self._row_for(step)
+        row = self.row_for(step)
         tick = self.recorder.n_steps - 1
         y_bad = self.forward_stats(slot, row, output, preactivation, tick)
         g_bad = self.backward_stats(slot, row, grad_in, grad_out, weight, weight_grad, bias_grad, update)
@@ -249,7 +248,7 @@ class Observer:
             if W is not None:
                 row[slot.c_weight_norm] = math.sqrt(sq_norm(W))
             if upd is not None:
-                row[slot.c_update_ratio] = ratio(math.sqrt(sq_norm(upd)), row[slot.c_weight_norm])
+                self.update_ratio(slot, row, sq_norm(upd))
         if slot.c_grad_norm >= 0:
             if dW is not None:
                 v = sq_norm(dW)
@@ -263,6 +262,11 @@ class Observer:
         prev = row[slot.c_nonfinite]
         row[slot.c_nonfinite] = bad + (0 if prev != prev else prev)
         return bad > 0 or over
+
+    @staticmethod
+    def update_ratio(slot: _Slot, row: Array, update_sq: float) -> None:
+        """‖ΔW‖/‖W‖ from ‖ΔW‖², against the ``weight_norm`` already in ``row``."""
+        row[slot.c_update_ratio] = ratio(math.sqrt(update_sq), row[slot.c_weight_norm])
 
     def _activity(self, slot: _Slot, row: Array, inactive_frac: float, dead: Array, tick: int) -> None:
         row[slot.c_inactive_frac] = inactive_frac
@@ -293,7 +297,7 @@ class Observer:
         lr: float | None = None,
     ) -> None:
         """Record the network-level metrics of ``step`` (None: not measured)."""
-        row = self._row_for(step)
+        row = self.row_for(step)
         c = self._net_cols
         if grad_norm_clipped is None and grad_norm_total is not None and not clipped:
             grad_norm_clipped = grad_norm_total

@@ -45,11 +45,6 @@ METRICS: dict[str, str] = {
 }
 """The fixed metric vocabulary: name → meaning. Every recorded metric is one of these."""
 
-LAYER_METRICS = tuple(
-    m
-    for m in METRICS
-    if m not in {"loss", "accuracy", "grad_norm_total", "grad_norm_clipped", "clipped", "lr"}
-)
 NETWORK_METRICS = ("loss", "accuracy", "grad_norm_total", "grad_norm_clipped", "clipped", "lr")
 
 HIST_LOG2_MIN, HIST_LOG2_MAX = -60, 20

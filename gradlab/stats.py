@@ -51,7 +51,7 @@ def moments(a: Array) -> tuple[float, float, float]:
     mean = total(a) / n
     ss = float(np.vdot(a, a))
     var = ss / n - mean * mean
-    return mean, math.sqrt(var) if var > 0 else 0.0 if var == var else math.nan, ss
+    return mean, math.sqrt(max(var, 0.0)), ss  # max keeps NaN; rounding can make var slightly < 0
 
 
 def count_nonfinite(a: Array, sq_total: float) -> int:
