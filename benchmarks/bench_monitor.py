@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CLASSES, SHAPES, blas_description, interleaved_medians, torch_mlp
 
 import gradlab
-from gradlab.hooks import StepInfo
-from gradlab.losses import accuracy, softmax_cross_entropy
-from gradlab.monitor import GradientMonitor
-from gradlab.optim import global_norm
+from gradlab.monitor.gradient_monitor import GradientMonitor
+from gradlab.nn.hooks import StepInfo
+from gradlab.nn.losses import accuracy, softmax_cross_entropy
+from gradlab.nn.optim import global_norm
 
 
 def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool, stats=None):
@@ -37,7 +37,7 @@ def gradlab_step(depth: int, width: int, batch: int, act: str, monitored: bool, 
     params, grads = net.params(), net.grads()
     if monitored:
         net.attach(GradientMonitor(hist_every=None, stats=stats))
-        opt.measure_updates = True  # as gradlab.train.train_loop does with a monitor attached
+        opt.measure_updates = True  # as gradlab.experiment.train.train_loop does with a monitor attached
     counter = iter(range(1 << 40))
 
     def step() -> None:

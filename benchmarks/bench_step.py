@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CLASSES, SHAPES, blas_description, interleaved_medians, torch_mlp
 
 import gradlab
-from gradlab.losses import softmax_cross_entropy
+from gradlab.nn.losses import softmax_cross_entropy
 
 
 def gradlab_step(depth: int, width: int, batch: int, act: str):

@@ -42,7 +42,7 @@ def _busy(kind: str, seconds: float, start: mp.Event, out: mp.Queue) -> None:
 
 def busy_throughput(kind: str, procs: int, seconds: float) -> tuple[float, float]:
     """(units of work per second, CPU seconds per second) of ``procs`` concurrent 1-thread processes."""
-    from gradlab.runner import BLAS_ENV, child_env
+    from gradlab.experiment.runner import BLAS_ENV, child_env
 
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
@@ -79,7 +79,7 @@ def steal_share(before: list[int] | None, after: list[int] | None) -> str:
 def sweep_rate(configs: list, jobs: int) -> tuple[float, float, float, list]:
     """(runs/s over run_sweep's wall time, mean in-worker seconds per run, the workers' CPU share of
     that time, the workers' BLAS info)."""
-    from gradlab.runner import run_sweep
+    from gradlab.experiment.runner import run_sweep
 
     with tempfile.TemporaryDirectory() as d:
         t0, c0 = time.perf_counter(), cpu_times()
@@ -113,7 +113,7 @@ def main() -> None:
 
     from threadpoolctl import threadpool_info
 
-    from gradlab.config import Config
+    from gradlab.experiment.config import Config
 
     print(f"cores available: {len(os.sched_getaffinity(0))}, load average before: {os.getloadavg()}")
     for info in threadpool_info():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradlab.observer import Observer
+from gradlab.monitor.observer import Observer
 
 
 class Net:

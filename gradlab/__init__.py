@@ -9,33 +9,33 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from gradlab.activations import ACTIVATIONS, Activation, get_activation
-from gradlab.config import Config, ConfigError
-from gradlab.hooks import Handle, Monitor, StepInfo
-from gradlab.init import INITS, calculate_gain, init_weights
-from gradlab.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Residual
-from gradlab.losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
-from gradlab.monitor import GradientMonitor
-from gradlab.network import Network, mlp
-from gradlab.observer import Observer
-from gradlab.optim import SGD, Adam, AdamW, clip_grad_norm, clip_grad_value, make_optimizer
+from gradlab.experiment.config import Config, ConfigError
+from gradlab.experiment.runner import run_sweep
+from gradlab.experiment.store import load_hists, load_results
+from gradlab.experiment.sweep import Sweep, SweepError, load_sweep
+from gradlab.experiment.train import RunResult, run, train_loop
+from gradlab.monitor.gradient_monitor import GradientMonitor
+from gradlab.monitor.observer import Observer
+from gradlab.nn.activations import ACTIVATIONS, Activation, get_activation
+from gradlab.nn.hooks import Handle, Monitor, StepInfo
+from gradlab.nn.init import INITS, calculate_gain, init_weights
+from gradlab.nn.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Residual
+from gradlab.nn.losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
+from gradlab.nn.network import Network, mlp
+from gradlab.nn.optim import SGD, Adam, AdamW, clip_grad_norm, clip_grad_value, make_optimizer
 from gradlab.records import METRICS
-from gradlab.runner import run_sweep
-from gradlab.store import load_hists, load_results
-from gradlab.sweep import Sweep, SweepError, load_sweep
-from gradlab.train import RunResult, run, train_loop
 from gradlab.version import __version__
 
 _LAZY = {
-    "diagnose": ("gradlab.diagnose", "diagnose"),
-    "Thresholds": ("gradlab.diagnose", "Thresholds"),
-    "format_findings": ("gradlab.diagnose", "format_findings"),
-    "findings_to_json": ("gradlab.diagnose", "findings_to_json"),
-    "run_verdicts": ("gradlab.diagnose", "run_verdicts"),
+    "diagnose": ("gradlab.diagnosis", "diagnose"),
+    "Thresholds": ("gradlab.diagnosis", "Thresholds"),
+    "format_findings": ("gradlab.diagnosis", "format_findings"),
+    "findings_to_json": ("gradlab.diagnosis", "findings_to_json"),
+    "run_verdicts": ("gradlab.diagnosis", "run_verdicts"),
     "write_report": ("gradlab.report", "write_report"),
     "load_and_report": ("gradlab.report", "load_and_report"),
     "theory": ("gradlab.theory", None),
-    "expected_vs_measured": ("gradlab.theory_runs", "expected_vs_measured"),
+    "expected_vs_measured": ("gradlab.theory", "expected_vs_measured"),
 }
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 if TYPE_CHECKING:
     import pandas as pd
 
-    from gradlab.runner import Progress
+    from gradlab.experiment.runner import Progress
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 # -- run ------------------------------------------------------------------------------------------------
 def parse_set(item: str) -> tuple[str, Any]:
     """``key=value`` → (key, value): the value is a TOML literal; string fields also take bare words."""
-    from gradlab.config import FIELDS, ConfigError, closest_key, type_name
+    from gradlab.experiment.config import FIELDS, ConfigError, closest_key, type_name
 
     key, sep, raw = item.partition("=")
     key, raw = key.strip(), raw.strip()
@@ -54,8 +54,8 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
-    from gradlab.config import ConfigError
-    from gradlab.sweep import TABLES
+    from gradlab.experiment.config import ConfigError
+    from gradlab.experiment.sweep import TABLES
 
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -94,9 +94,9 @@ def _run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from gradlab.config import Config, from_dict
-    from gradlab.runner import execute, run_sweep, single_blas_thread
-    from gradlab.store import load_results, read_manifest
+    from gradlab.experiment.config import Config, from_dict
+    from gradlab.experiment.runner import execute, run_sweep, single_blas_thread
+    from gradlab.experiment.store import load_results, read_manifest
 
     values = _read_config_file(args.config) if args.config else {}
     values.update(parse_set(item) for item in args.set)
@@ -177,8 +177,8 @@ class ProgressLine:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from gradlab.runner import default_jobs, run_sweep
-    from gradlab.sweep import load_sweep
+    from gradlab.experiment.runner import default_jobs, run_sweep
+    from gradlab.experiment.sweep import load_sweep
 
     sweep = load_sweep(args.file)
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
@@ -209,7 +209,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 # -- report -------------------------------------------------------------------------------------------
 def _report(args: argparse.Namespace) -> int:
-    from gradlab.report import load_and_report
+    from gradlab.report.page import load_and_report
 
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
@@ -227,8 +227,8 @@ def _report(args: argparse.Namespace) -> int:
 
 # -- diagnose -----------------------------------------------------------------------------------------
 def _diagnose(args: argparse.Namespace) -> int:
-    from gradlab.diagnose import KINDS, diagnose, findings_to_json, format_findings
-    from gradlab.store import load_results
+    from gradlab.diagnosis import KINDS, diagnose, findings_to_json, format_findings
+    from gradlab.experiment.store import load_results
 
     fail_on = [k.strip() for k in args.fail_on.split(",") if k.strip()] if args.fail_on else []
     unknown = [k for k in fail_on if k not in KINDS]

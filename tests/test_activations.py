@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE, Activation, get_activation
+from gradlab.nn.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE, Activation, get_activation
 
 X = np.array([-5.0, -3.5, -1.0, -0.2, 0.3, 1.0, 2.5, 6.0])
 

@@ -8,10 +8,10 @@ import json
 import pytest
 from test_sweep import BAD
 
-from gradlab import store
 from gradlab.cli import ProgressLine, main, parse_set
-from gradlab.config import Config, ConfigError
-from gradlab.runner import Progress
+from gradlab.experiment import store
+from gradlab.experiment.config import Config, ConfigError
+from gradlab.experiment.runner import Progress
 
 TINY = [
     "--set",
@@ -185,8 +185,8 @@ def test_configs_equal_their_cli_spelling():
 @pytest.fixture(scope="module")
 def small_results(tmp_path_factory):
     """A two-run results folder: a vanishing sigmoid arm and a healthy ReLU arm."""
-    from gradlab.runner import run_sweep
-    from gradlab.sweep import sweep_from_dict
+    from gradlab.experiment.runner import run_sweep
+    from gradlab.experiment.sweep import sweep_from_dict
 
     out = tmp_path_factory.mktemp("cli") / "runs"
     sweep = sweep_from_dict(

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gradlab.data as data
-from gradlab.data import DATASETS, Dataset, batches, make_dataset, split
+import gradlab.experiment.data as data
+from gradlab.experiment.data import DATASETS, Dataset, batches, make_dataset, split
 
 CLASSIFICATION = ["spirals", "blobs", "gaussian"]
 SYNTHETIC = [*CLASSIFICATION, "teacher"]

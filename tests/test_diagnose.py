@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradlab.diagnose import (
+from gradlab.diagnosis import (
     COLUMNS,
     KINDS,
     Thresholds,
@@ -22,7 +22,7 @@ from gradlab.diagnose import (
     run_verdicts,
     suggest_fix,
 )
-from gradlab.rules import sustained
+from gradlab.diagnosis.rules import sustained
 
 # -- building tidy frames ----------------------------------------------------------------------
 
@@ -477,23 +477,6 @@ def test_json_round_trip(mixed):
     assert findings_from_json(old)["cause"].tolist() == [""] * len(mixed)  # saved before the columns
 
 
-def test_findings_names_are_re_exported_and_the_modules_import_one_way():
-    """The findings frame's names live in gradlab.findings; diagnose re-exports the same objects."""
-    import subprocess
-    import sys
-
-    from gradlab import diagnose as dg
-    from gradlab import findings
-
-    for name in ("COLUMNS", "KINDS", "SEVERITY", "findings_from_json", "findings_to_json",
-                 "format_findings", "run_verdicts"):
-        assert getattr(dg, name) is getattr(findings, name) and name in dg.__all__
-    # findings → nothing of gradlab's rules; rule_table → rules → diagnose, never back
-    code = "import sys, gradlab.findings, gradlab.rules; print('gradlab.diagnose' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_fixes_use_the_run_config(mixed):
     fix = only(mixed, "a-very-long-run-identifier-0001", "vanishing")["fix"]
     assert "replace sigmoid" in fix and "He init" in fix and "batch_norm=true" in fix
@@ -509,14 +492,14 @@ def test_fixes_use_the_run_config(mixed):
     assert "raise the learning rate (lr=0.001 → 0.01)" in low
 
 
-# -- real runs (gradlab.train) -----------------------------------------------------------------
+# -- real runs (gradlab.experiment.train) -----------------------------------------------------------------
 
 SMALL = {"width": 32, "batch_size": 64, "n_samples": 256, "steps": 30, "dataset": "spirals"}
 
 
 def _diagnose_run(run_id: str, **fields):
-    from gradlab.config import Config
-    from gradlab.train import run
+    from gradlab.experiment.config import Config
+    from gradlab.experiment.train import run
 
     res = run(Config(**{**SMALL, **fields}), run_id=run_id)
     runs = pd.DataFrame([{"run": run_id, **res.config.to_dict(), "status": res.status,
@@ -571,8 +554,8 @@ def test_real_run_with_steps_0_is_judged_at_initialisation():
 
 def test_real_runs_example_gives_one_row_per_run_and_rule():
     """The issue's example: deep sigmoid (vanishing), He/ReLU (healthy), lr=50 (diverges)."""
-    from gradlab.config import Config
-    from gradlab.train import run
+    from gradlab.experiment.config import Config
+    from gradlab.experiment.train import run
 
     cfgs = {"sig": dict(activation="sigmoid", init="standard", depth=20, steps=30),
             "ok": dict(activation="relu", init="he_normal", depth=5, steps=30),

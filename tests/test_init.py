@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.init import GAINS, INITS, calculate_gain, init_weights, weight_std
+from gradlab.nn.init import GAINS, INITS, calculate_gain, init_weights, weight_std
 
 SHAPE = (300, 200)
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from gradlab.activations import ACTIVATIONS, Activation
-from gradlab.layers import BatchNorm, Dense, Dropout, LayerNorm, Residual
+from gradlab.nn.activations import ACTIVATIONS, Activation
+from gradlab.nn.layers import BatchNorm, Dense, Dropout, LayerNorm, Residual
 from gradlab.testing import GradientCheckError, check_layer
 
 

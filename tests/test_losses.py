@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.losses import accuracy, binary_cross_entropy_with_logits, mse, softmax_cross_entropy
+from gradlab.nn.losses import accuracy, binary_cross_entropy_with_logits, mse, softmax_cross_entropy
 from gradlab.testing import check_loss
 
 R = np.random.default_rng(0)

@@ -8,17 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlab.activations import Activation
-from gradlab.config import Config, ConfigError
-from gradlab.data import make_dataset
-from gradlab.layers import Dense
-from gradlab.losses import mse, softmax_cross_entropy
-from gradlab.monitor import GradientMonitor
-from gradlab.network import Network, mlp
-from gradlab.observer import Observer
-from gradlab.optim import SGD
+from gradlab.experiment.config import Config, ConfigError
+from gradlab.experiment.data import make_dataset
+from gradlab.experiment.train import run, train_loop
+from gradlab.monitor.gradient_monitor import GradientMonitor
+from gradlab.monitor.observer import Observer
+from gradlab.nn.activations import Activation
+from gradlab.nn.layers import Dense
+from gradlab.nn.losses import mse, softmax_cross_entropy
+from gradlab.nn.network import Network, mlp
+from gradlab.nn.optim import SGD
 from gradlab.records import HIST_COLUMNS, METRIC_COLUMNS, METRICS
-from gradlab.train import run, train_loop
 
 
 def _value(frame, step, layer, metric):
@@ -211,7 +211,7 @@ def test_run_is_deterministic():
 
 
 def test_same_seed_arms_see_the_same_batches():
-    from gradlab.train import batch_stream
+    from gradlab.experiment.train import batch_stream
 
     ds = make_dataset("spirals", n_samples=256, seed=3)
     s1 = batch_stream(ds, Config(seed=3, batch_size=32, n_samples=256, activation="relu"))

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 
 import gradlab
-from gradlab.activations import Activation
-from gradlab.hooks import Monitor
-from gradlab.layers import Dense
-from gradlab.losses import accuracy, mse, softmax_cross_entropy
-from gradlab.network import Network, mlp
-from gradlab.optim import SGD, Adam
+from gradlab.nn.activations import Activation
+from gradlab.nn.hooks import Monitor
+from gradlab.nn.layers import Dense
+from gradlab.nn.losses import accuracy, mse, softmax_cross_entropy
+from gradlab.nn.network import Network, mlp
+from gradlab.nn.optim import SGD, Adam
 from gradlab.testing import check_grads
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.optim import SGD, Adam, AdamW, clip_grad_norm, clip_grad_value, global_norm, make_optimizer
+from gradlab.nn.optim import SGD, Adam, AdamW, clip_grad_norm, clip_grad_value, global_norm, make_optimizer
 
 
 def _run(opt, steps=2, p0=(1.0, -2.0), name="d.W"):

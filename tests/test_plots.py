@@ -436,7 +436,7 @@ def test_renderers_handle_empty_frames():
 
 
 def test_import_gradlab_and_plots_do_not_import_pyplot():
-    code = ("import sys, gradlab, gradlab.plots, gradlab.report; "
+    code = ("import sys, gradlab, gradlab.plots, gradlab.report.page; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

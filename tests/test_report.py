@@ -27,8 +27,12 @@ from test_plots import make_findings, make_run, make_sweep
 from test_theory import real_runs
 
 import gradlab
-from gradlab import plots, report, report_sections, store
-from gradlab.report_sections import phase_chart_points
+from gradlab import plots
+from gradlab.experiment import store
+from gradlab.report import context
+from gradlab.report import page as report
+from gradlab.report import sections as report_sections
+from gradlab.report.sections import phase_chart_points
 
 GOLDEN = Path(__file__).parent / "golden" / "report.html"
 FIXED_NOW = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -124,9 +128,9 @@ def test_strings_from_configs_and_findings_are_escaped(tmp_path):
 
 
 def test_verdicts_come_from_diagnose_most_severe_first(tmp_path):
-    rep = report.ReportContext(*make_sweep()[:2], tmp_path, None, make_findings(), None, None)
+    rep = context.ReportContext(*make_sweep()[:2], tmp_path, None, make_findings(), None, None)
     assert rep.verdicts.to_dict() == {"r-sig6": "vanishing, saturation", "r-tanh6": "diverged"}
-    assert report.ReportContext(*make_sweep()[:2], tmp_path, None, None, None, None).verdicts.empty
+    assert context.ReportContext(*make_sweep()[:2], tmp_path, None, None, None, None).verdicts.empty
 
 
 def test_large_sweep_is_grouped_by_one_axis(tmp_path):
@@ -135,7 +139,7 @@ def test_large_sweep_is_grouped_by_one_axis(tmp_path):
             for d in (2, 4, 8, 16, 32) for a in ("relu", "tanh") for s in (0.5, 1.0, 2.0)]
     runs = pd.DataFrame(rows)
     empty = pd.DataFrame(columns=["run", "step", "layer", "metric", "value"])
-    rep = report.ReportContext(runs, empty, tmp_path, None, None, None, None)
+    rep = context.ReportContext(runs, empty, tmp_path, None, None, None, None)
     assert rep.group_by == "activation"  # text axis first, then the fewest values
     assert [t for t, _ in rep.groups] == ["activation = relu", "activation = tanh"]
     assert all(len(arms) == 15 for _, arms in rep.groups)
@@ -188,8 +192,8 @@ def test_report_on_real_runs_overlays_the_prediction(real_report):
 
 def test_gradient_flow_series_of_the_report_carries_the_prediction(tmp_path):
     runs, metrics = real_runs()
-    rep = report.ReportContext(runs, metrics, tmp_path, None, None,
-                               gradlab.theory_runs.expected_vs_measured(runs, metrics), None)
+    rep = context.ReportContext(runs, metrics, tmp_path, None, None,
+                               gradlab.theory.runs.expected_vs_measured(runs, metrics), None)
     s = plots.gradient_flow_series(metrics, rep.runs, predicted=rep.theory)
     pred = s[s["kind"] == "predicted"]
     assert set(pred["arm"]) == {rep.arm[r] for r in ("tanh-ordered", "relu-glorot", "bn-relu")}
@@ -199,10 +203,10 @@ def test_gradient_flow_series_of_the_report_carries_the_prediction(tmp_path):
 
 def test_phase_diagram_for_a_single_activation(tmp_path, monkeypatch):
     runs, metrics = real_runs()
-    many = report.ReportContext(runs, metrics, tmp_path, None, None, None, None)
+    many = context.ReportContext(runs, metrics, tmp_path, None, None, None, None)
     assert phase_chart_points(many) is None  # tanh and relu
     one = runs[runs["run"] == "tanh-ordered"]
-    rep = report.ReportContext(one, metrics, tmp_path, None, None, None, None)
+    rep = context.ReportContext(one, metrics, tmp_path, None, None, None, None)
     pts = phase_chart_points(rep)  # one point, but init = "normal": drawn
     assert pts[["sw2", "sb2"]].to_numpy().tolist() == [[pytest.approx(0.64), pytest.approx(0.01)]]
     assert float(pts["label"].iloc[0]) == pytest.approx(10 ** rep.ratio0["tanh-ordered"], rel=0.05)
@@ -216,6 +220,6 @@ def test_predicted_ratio_is_nan_when_the_first_layer_has_no_prediction():
                            "layer_index": pd.array([0, 1, 2, None, 0], "Int64"),
                            "predicted": [np.nan, 4.0, 2.0, np.nan, 1.0],
                            "reason": ["", "", "", "dropout", ""]})
-    ratio, skipped = report._theory_summary(theory)
+    ratio, skipped = context._theory_summary(theory)
     assert np.isnan(ratio["a"]) and ratio["c"] == 1.0 and "b" not in ratio
     assert skipped.to_dict() == {"b": "dropout"}

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_info
 
-from gradlab import store
-from gradlab.config import Config
-from gradlab.runner import Progress, RunnerError, run_sweep
-from gradlab.train import run
+from gradlab.experiment import store
+from gradlab.experiment.config import Config
+from gradlab.experiment.runner import Progress, RunnerError, run_sweep
+from gradlab.experiment.train import run
 
 TESTS = Path(__file__).parent
 TINY = {"depth": 2, "width": 8, "steps": 3, "n_samples": 64, "batch_size": 16}
@@ -139,7 +139,7 @@ def test_resume_after_the_sweep_process_is_killed_mid_sweep(tmp_path):
     script = (
         f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
         "from test_runner import tiny, _block_from_seed_3\n"
-        "from gradlab.runner import run_sweep\n"
+        "from gradlab.experiment.runner import run_sweep\n"
         f"run_sweep(tiny(6), {str(out)!r}, jobs=1, run_fn=_block_from_seed_3)\n"
     )
     log = open(tmp_path / "log", "wb")  # noqa: SIM115

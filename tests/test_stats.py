@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.activations import get_activation
+from gradlab.monitor.stats import count_nonfinite, log2_hist, moments, ratio, relu_stats, rule_stats, sq_norm
+from gradlab.nn.activations import get_activation
 from gradlab.records import HIST_BINS, ZERO_BIN
-from gradlab.stats import count_nonfinite, log2_hist, moments, ratio, relu_stats, rule_stats, sq_norm
 
 
 def test_sq_norm_and_moments_by_hand():

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from test_runner import DIVERGES, TINY
 
-from gradlab import store
-from gradlab.config import Config
-from gradlab.runner import run_sweep
+from gradlab import atomic
+from gradlab.experiment import store
+from gradlab.experiment.config import Config
+from gradlab.experiment.runner import run_sweep
 
 RUNS_DOC_COLUMNS = [  # docs/data.md, "Runs table", in order
     "run", "name", "depth", "width", "activation", "init", "weight_scale", "bias_scale", "batch_norm",
@@ -34,24 +36,24 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        store.atomic_write(target, half)
+        atomic.atomic_write(target, half)
     assert os.listdir(tmp_path) == []  # neither the target nor a temp file
 
 
 def test_atomic_write_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
     target = tmp_path / "manifest.json"
-    store.write_json(target, {"a": 1})
+    atomic.write_json(target, {"a": 1})
     with pytest.raises(RuntimeError):
-        store.atomic_write(target, lambda f: (f.write(b"{"), (_ for _ in ()).throw(RuntimeError("boom"))))
+        atomic.atomic_write(target, lambda f: (f.write(b"{"), (_ for _ in ()).throw(RuntimeError("boom"))))
     assert json.loads(target.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["manifest.json"]
-    store.write_json(target, {"a": 2})
+    atomic.write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 2}
 
 
 def test_write_json_is_strict_and_floats_round_trip():
     with pytest.raises(ValueError):
-        store.write_json("/nonexistent-never-written", {"x": math.nan})
+        atomic.write_json("/nonexistent-never-written", {"x": math.nan})
     for x in (1.5, math.inf, -math.inf):
         assert store.float_from_json(json.loads(json.dumps(store.float_to_json(x)))) == x
     assert math.isnan(store.float_from_json(store.float_to_json(math.nan)))
@@ -60,8 +62,8 @@ def test_write_json_is_strict_and_floats_round_trip():
 
 def test_manifest_is_written_last(tmp_path, monkeypatch):
     order = []
-    real = store.write_bytes
-    monkeypatch.setattr(store, "write_bytes", lambda p, data: (order.append(p.name), real(p, data)))
+    real = atomic.atomic_write
+    monkeypatch.setattr(atomic, "atomic_write", lambda p, write: (order.append(Path(p).name), real(p, write)))
     manifest = {"run": "abc", "key": "abc", "status": "ok"}
     store.write_run(tmp_path, manifest, b"m", b"h")
     assert order == ["metrics.parquet", "hists.parquet", "manifest.json"]

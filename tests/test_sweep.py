@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gradlab.config import Config
-from gradlab.sweep import Sweep, SweepError, load_sweep, parse_sweep
+from gradlab.experiment.config import Config
+from gradlab.experiment.sweep import Sweep, SweepError, load_sweep, parse_sweep
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
 

@@ -24,11 +24,12 @@ import pandas as pd
 import pytest
 
 from gradlab import theory as T  # noqa: N812
-from gradlab.activations import get_activation
-from gradlab.hooks import Monitor
-from gradlab.network import mlp
-from gradlab.theory_bn import bn_gradient_rate, bn_rates, gauss_rule, polar_gauss_rule
-from gradlab.theory_runs import expected_vs_measured
+from gradlab.nn.activations import get_activation
+from gradlab.nn.hooks import Monitor
+from gradlab.nn.network import mlp
+from gradlab.theory.batchnorm import bn_gradient_rate, bn_rates
+from gradlab.theory.quadrature import gauss_rule, polar_gauss_rule
+from gradlab.theory.runs import expected_vs_measured
 
 # -- quadrature ---------------------------------------------------------------------------------
 
@@ -364,8 +365,8 @@ REAL_ARMS = {
 @functools.lru_cache(maxsize=1)
 def real_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Five real runs at initialisation (three the theory covers, two it skips) and one failed row."""
-    from gradlab.config import Config
-    from gradlab.train import run
+    from gradlab.experiment.config import Config
+    from gradlab.experiment.train import run
 
     rows, frames = [], []
     for name, arm in REAL_ARMS.items():

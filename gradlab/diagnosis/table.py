@@ -1,0 +1,149 @@
+"""The metrics a diagnosis reads, prepared once: the needed rows of the tidy frame as integer-coded arrays.
+
+:func:`prepare` selects the metrics the rules need (:data:`NEEDED`), codes runs and layers as
+integers (layers parsed from ``<kind>_<pos>`` names into kind and forward position) and sorts each
+metric's rows by (run, layer, step) into a :class:`Rows`; the :class:`Table` holds them, plus what
+:func:`gradlab.diagnosis.rules.rule_diverged` looks up lazily. The rules themselves are in
+:mod:`gradlab.diagnosis.rules`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradlab.records import METRIC_COLUMNS, layer_kind, layer_position
+
+NEEDED = ("grad_out_norm", "grad_norm_total", "loss", "nonfinite", "saturation", "dead_frac",
+          "dead_frac_window", "update_ratio")
+
+
+@dataclass
+class Rows:
+    """One metric's rows as arrays sorted by (run, layer, step); ``flag`` marks a variant source."""
+
+    r: np.ndarray
+    l: np.ndarray
+    step: np.ndarray
+    v: np.ndarray
+    flag: np.ndarray | None = None
+
+    def take(self, mask: np.ndarray) -> Rows:
+        """The rows where ``mask`` holds."""
+        flag = self.flag[mask] if self.flag is not None else None
+        return Rows(self.r[mask], self.l[mask], self.step[mask], self.v[mask], flag)
+
+
+@dataclass
+class Table:
+    """The metrics a diagnosis needs, as integer-coded arrays; layers parsed once.
+
+    ``rows["dead"]`` holds ``dead_frac_window`` rows (flag True) and, for layers without them,
+    ``dead_frac`` rows; ``rows["nonfinite"]`` only its rows > 0. Other metrics are looked up
+    lazily with :meth:`at` (only diverged runs need them) from the coded columns kept in ``raw``.
+    ``present[metric]`` tells which runs recorded a metric at all.
+    """
+
+    runs: list[str]
+    layer_names: np.ndarray
+    layer_kind: np.ndarray
+    layer_pos: np.ndarray
+    rows: dict[str, Rows]
+    raw: dict[str, Any]
+    present: dict[str, np.ndarray]
+
+    def get(self, metric: str) -> Rows | None:
+        """The rows of ``metric``, or None when it was not recorded."""
+        return self.rows.get(metric)
+
+    def at(self, metric: str, keys: np.ndarray) -> Rows | None:
+        """All rows of ``metric`` whose ``run << 32 | step`` is in ``keys`` (None: never recorded)."""
+        raw = self.raw
+        k = raw["metric_code"].get(metric)
+        if k is None:
+            return None
+        i = raw["by_metric"][raw["bounds"][k + 1]:raw["bounds"][k + 2]]
+        i = i[np.isin(raw["r"][i] * (np.int64(1) << 32) + raw["step"][i], keys)]
+        return Rows(raw["r"][i], raw["l"][i], raw["step"][i], raw["v"][i])
+
+
+def prepare(metrics: pd.DataFrame, extra_runs: list[str] | None = None) -> Table:
+    """Select the needed rows and code runs and layers as integers (layers by forward position)."""
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics frame lacks column(s) {missing}; expected {METRIC_COLUMNS}")
+    # Factorize whole columns once (cheap on categorical or Arrow strings); then split rows by
+    # metric with one stable sort, and do everything else on each metric's own rows.
+    m_codes, m_uniq = pd.factorize(metrics["metric"])
+    r_codes, r_uniq = pd.factorize(metrics["run"])
+    l_codes, l_uniq = pd.factorize(metrics["layer"])
+    all_runs = [str(r) for r in r_uniq]
+    known = set(all_runs)
+    runs = all_runs + [r for r in dict.fromkeys(extra_runs or []) if r not in known]
+    names = np.array([str(u) for u in l_uniq] + [""], dtype=object)  # code -1 (NA) → ""
+    kind, pos = _parse_layers(names)
+    l_codes[l_codes < 0] = len(names) - 1
+    step_all = metrics["step"].to_numpy(dtype=np.int64)
+    v_all = metrics["value"].to_numpy(dtype=np.float64)
+    small = np.uint8 if len(m_uniq) < 255 else np.uint16 if len(m_uniq) < 65535 else np.int64
+    by_metric = np.argsort((m_codes + 1).astype(small), kind="stable")  # radix sort; keeps row order
+    bounds = np.r_[0, np.cumsum(np.bincount(m_codes + 1, minlength=len(m_uniq) + 1))]
+    n_runs = len(runs)
+
+    codes = {str(m): k for k, m in enumerate(m_uniq)}
+
+    def subset(name: str) -> np.ndarray | None:
+        k = codes.get(name)
+        if k is None:
+            return None
+        i = by_metric[bounds[k + 1]:bounds[k + 2]]
+        return i[r_codes[i] >= 0]
+
+    idx = {m: subset(m) for m in (*NEEDED, "act_std")}
+    present = {m: np.bincount(r_codes[i], minlength=n_runs) > 0 for m, i in idx.items() if i is not None}
+    is_dense = np.append(kind == "dense", False)
+    if idx["grad_out_norm"] is not None:  # only dense layers' ‖∂L/∂y‖ enter the ratio rules
+        idx["grad_out_norm"] = idx["grad_out_norm"][is_dense[l_codes[idx["grad_out_norm"]]]]
+    if idx["nonfinite"] is not None:  # only the bad counts matter
+        v = v_all[idx["nonfinite"]]
+        idx["nonfinite"] = idx["nonfinite"][(v > 0) | ~np.isfinite(v)]
+    dead, win = idx.pop("dead_frac"), idx.pop("dead_frac_window")
+    flag = None
+    if dead is not None and win is not None:  # a layer's window metric replaces its batch metric
+        n_l = np.int64(len(names))
+        has_win = np.zeros(n_runs * int(n_l), dtype=bool)
+        has_win[r_codes[win] * n_l + l_codes[win]] = True
+        dead = dead[~has_win[r_codes[dead] * n_l + l_codes[dead]]]
+    if dead is not None or win is not None:
+        parts = [p for p in (win, dead) if p is not None]
+        flag = np.concatenate([np.full(len(p), p is win) for p in parts])
+        idx["dead"] = np.concatenate(parts)
+    rows: dict[str, Rows] = {}
+    for name, i in idx.items():
+        if i is None or len(i) == 0 or name == "act_std":
+            continue
+        r, l, step = r_codes[i], l_codes[i], step_all[i]
+        s0 = step.min()
+        order = np.argsort((r * np.int64(len(names)) + l) * np.int64(step.max() - s0 + 1) + (step - s0))
+        i = i[order]
+        rows[name] = Rows(r_codes[i], l_codes[i], step_all[i], v_all[i],
+                          flag[order] if name == "dead" else None)
+    raw = {"r": r_codes, "l": l_codes, "step": step_all, "v": v_all, "by_metric": by_metric,
+           "bounds": bounds, "metric_code": {str(m): k for k, m in enumerate(m_uniq)}}
+    return Table(runs, names, kind, pos, rows, raw, present)
+
+
+def _parse_layers(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kind and forward position from ``<kind>_<pos>``; other names go after, in order of appearance."""
+    kind = np.array([layer_kind(n) for n in names], dtype=object)
+    pos = np.array([layer_position(n) for n in names], dtype=np.int64)
+    top = pos.max(initial=-1)
+    for j, i in enumerate(np.flatnonzero(pos < 0)):
+        pos[i] = top + 1 + j if names[i] else -1  # the network level ("") first
+    return kind, pos
+
+
+__all__ = ["NEEDED", "Rows", "Table", "prepare"]

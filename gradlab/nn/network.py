@@ -1,0 +1,278 @@
+"""Network: a named sequence of layers with forward/backward, params/grads and hook dispatch; ``mlp``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from gradlab.nn.activations import Activation, get_activation
+from gradlab.nn.hooks import Handle, StepInfo, as_monitors, readonly
+from gradlab.nn.init import get_init, init_weights
+from gradlab.nn.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Residual
+
+Array = np.ndarray
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def resolve_dtype(dtype: Any) -> type:
+    """Map "float32"/"float64" (or the numpy types) to a numpy scalar type."""
+    try:
+        dt = np.dtype(dtype).name
+    except TypeError:
+        dt = None
+    if dt not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; allowed: float32, float64")
+    return DTYPES[dt]
+
+
+class Network:
+    """Layers run in order; monitors attached with :meth:`attach` see every layer once per pass."""
+
+    def __init__(self, layers: Sequence[tuple[str, Layer]]) -> None:
+        self.layers: list[tuple[str, Layer]] = list(layers)
+        names = [n for n, _ in self.named_layers()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"layer names must be unique; repeated: {', '.join(dup)}")
+        self._monitors: list[Any] = []
+        self._fwd: dict[str, list] = {}
+        self._bwd: dict[str, list] = {}
+        self._step_hooks: list = []
+        self._active: list[Any] | None = None
+        self._active_of: list[Any] | None = None
+        self.training = True
+
+    # -- structure -------------------------------------------------------------------------
+    def named_layers(self) -> Iterator[tuple[str, Layer]]:
+        """Every layer in forward order (a residual block before the layers of its body)."""
+
+        def walk(entries: Sequence[tuple[str, Layer]]) -> Iterator[tuple[str, Layer]]:
+            for name, layer in entries:
+                yield name, layer
+                if isinstance(layer, Residual):
+                    yield from walk(layer.body)
+
+        return walk(self.layers)
+
+    def _leaves(self) -> Iterator[tuple[str, Layer]]:
+        return ((n, la) for n, la in self.named_layers() if not isinstance(la, Residual))
+
+    def params(self) -> dict[str, Array]:
+        """Every parameter, keyed ``"layer.param"`` (e.g. ``"dense_0.W"``); the arrays themselves."""
+        return {f"{n}.{k}": v for n, la in self._leaves() for k, v in la.params.items()}
+
+    def grads(self) -> dict[str, Array]:
+        """Every gradient, with the same keys as :meth:`params`."""
+        return {f"{n}.{k}": v for n, la in self._leaves() for k, v in la.grads.items()}
+
+    def train(self, mode: bool = True) -> Network:
+        """Set training mode on every layer."""
+        self.training = mode
+        for _, layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def eval(self) -> Network:
+        """Set evaluation mode on every layer."""
+        return self.train(False)
+
+    def __repr__(self) -> str:
+        return "Network(" + ", ".join(n for n, _ in self.named_layers()) + ")"
+
+    # -- passes ----------------------------------------------------------------------------
+    def forward(self, x: Array) -> Array:
+        """Run every layer; monitors see ``(name, layer, x, y)`` as each layer finishes."""
+        return self._forward(self.layers, x)
+
+    def _forward(self, entries: Sequence[tuple[str, Layer]], x: Array) -> Array:
+        fwd = self._fwd
+        seen = readonly(x) if fwd else None  # one read-only view per array: y is the next layer's x
+        for name, layer in entries:
+            if isinstance(layer, Residual):
+                h = self._forward(layer.body, x)
+                if h.shape != x.shape:
+                    raise ValueError(f"{name}: body maps {x.shape} to {h.shape}; shapes must match")
+                y = x + h
+            else:
+                y = layer.forward(x)
+            if fwd:
+                seen_y = readonly(y)
+                for hook in fwd.get(name, ()):
+                    hook(name, layer, seen, seen_y)
+                seen = seen_y
+            x = y
+        return x
+
+    def backward(self, grad_out: Array) -> Array:
+        """Back-propagate ∂L/∂output; fills every layer's grads and returns ∂L/∂input."""
+        return self._backward(self.layers, grad_out)
+
+    def _backward(self, entries: Sequence[tuple[str, Layer]], g: Array) -> Array:
+        bwd = self._bwd
+        seen = readonly(g) if bwd else None  # a layer's grad_in is the next one's grad_out
+        for name, layer in reversed(entries):
+            if isinstance(layer, Residual):
+                gin = g + self._backward(layer.body, g)  # dx = g + J_fᵀ g
+            else:
+                gin = layer.backward(g)
+            if bwd:
+                seen_in = readonly(gin)
+                for hook in bwd.get(name, ()):
+                    hook(name, layer, seen_in, seen)
+                seen = seen_in
+            g = gin
+        return g
+
+    # -- hooks -----------------------------------------------------------------------------
+    def attach(self, *monitors: Any) -> Handle:
+        """Attach monitors; use as ``with net.attach(m): ...`` so they are always detached."""
+        new = as_monitors(monitors)
+        names = [n for n, _ in self.named_layers()]
+        layers = dict(self.named_layers())
+        attached: list[Any] = []
+        try:
+            for m in new:
+                if hasattr(m, "on_attach"):
+                    m.on_attach(names, layers)
+                attached.append(m)
+        except BaseException:
+            self._monitors = self._monitors + attached
+            self._detach(attached)
+            raise
+        self._monitors = self._monitors + new
+        self.begin_step(None)
+        return Handle(lambda: self._detach(new))
+
+    def _detach(self, monitors: list[Any]) -> None:
+        self._monitors = [m for m in self._monitors if all(m is not d for d in monitors)]
+        self.begin_step(None)
+        for m in monitors:
+            if hasattr(m, "on_detach"):
+                m.on_detach()
+
+    @property
+    def monitors(self) -> tuple[Any, ...]:
+        """The attached monitors."""
+        return tuple(self._monitors)
+
+    def begin_step(self, step: int | None) -> None:
+        """Select the monitors whose schedule includes ``step`` (None: all) for the coming passes."""
+        active = [m for m in self._monitors if step is None or _wants_step(m, step)]
+        if self._active == active and self._active_of is self._monitors:
+            return
+        self._active, self._active_of = active, self._monitors
+        self._fwd, self._bwd = {}, {}
+        for name, _ in self.named_layers():
+            fwd = [m.on_forward for m in active if _wants_layer(m, name)]
+            bwd = [m.on_backward for m in active if _wants_layer(m, name)]
+            if fwd:
+                self._fwd[name] = fwd
+            if bwd:
+                self._bwd[name] = bwd
+        self._step_hooks = [m.on_step for m in active]
+
+    def end_step(self, step: int, info: StepInfo) -> None:
+        """Hand the step's network-level facts to the active monitors."""
+        for hook in self._step_hooks:
+            hook(step, info)
+
+
+def _wants_step(m: Any, step: int) -> bool:
+    f = getattr(m, "wants_step", None)
+    return True if f is None else bool(f(step))
+
+
+def _wants_layer(m: Any, name: str) -> bool:
+    f = getattr(m, "wants_layer", None)
+    return True if f is None else bool(f(name))
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+    return int(value)
+
+
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    depth: int = 3,
+    width: int = 64,
+    activation: str = "relu",
+    init: str = "he_normal",
+    weight_scale: float = 1.0,
+    bias_scale: float = 0.0,
+    batch_norm: bool = False,
+    layer_norm: bool = False,
+    residual: bool = False,
+    dropout: float = 0.0,
+    dtype: Any = "float64",
+    rng: np.random.Generator | int | None = 0,
+) -> Network:
+    """A multilayer perceptron of ``depth`` hidden layers of ``width`` units and an output Dense.
+
+    Hidden layer: Dense → [BatchNorm | LayerNorm] → activation → [Dropout]; with ``residual``, every
+    hidden layer after the first is wrapped as ``x + f(x)``. Weights: with ``init="normal"``,
+    W ~ N(0, weight_scale²/fan_in) (the mean-field σ_w convention); any other init is multiplied by
+    ``weight_scale``. Biases ~ N(0, bias_scale²). Names give kind and position: ``dense_0``, ``tanh_1``…
+    """
+    in_dim = _positive_int("in_dim", in_dim)
+    out_dim = _positive_int("out_dim", out_dim)
+    depth = _positive_int("depth", depth, minimum=0)
+    width = _positive_int("width", width)
+    get_activation(activation)
+    get_init(init)
+    if not np.isfinite(weight_scale) or weight_scale < 0:
+        raise ValueError(f"weight_scale={weight_scale!r} must be a finite number >= 0")
+    if not np.isfinite(bias_scale) or bias_scale < 0:
+        raise ValueError(f"bias_scale={bias_scale!r} must be a finite number >= 0")
+    if batch_norm and layer_norm:
+        raise ValueError("batch_norm=True and layer_norm=True: choose at most one normalisation")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+    dt = resolve_dtype(dtype)
+    if rng is None or isinstance(rng, (int, np.integer)):
+        rng = np.random.default_rng(rng)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+    # Independent streams: initialisation must not shift when dropout draws, and vice versa.
+    init_rng, dropout_rng = rng.spawn(2)
+
+    counter = iter(range(1 << 30))
+
+    def named(layer: Layer) -> tuple[str, Layer]:
+        return f"{layer.kind}_{next(counter)}", layer
+
+    def dense(fan_in: int, fan_out: int) -> tuple[str, Layer]:
+        if init == "normal":
+            W = init_weights("normal", (fan_in, fan_out), init_rng, std=weight_scale / np.sqrt(fan_in))
+        else:
+            W = init_weights(init, (fan_in, fan_out), init_rng) * weight_scale
+        b = init_rng.normal(0.0, bias_scale, size=fan_out) if bias_scale > 0 else np.zeros(fan_out)
+        return named(Dense(W.astype(dt), b.astype(dt)))
+
+    def hidden(fan_in: int) -> list[tuple[str, Layer]]:
+        block = [dense(fan_in, width)]
+        if batch_norm:
+            block.append(named(BatchNorm(width, dtype=dt)))
+        if layer_norm:
+            block.append(named(LayerNorm(width, dtype=dt)))
+        block.append(named(Activation(activation)))
+        if dropout > 0:
+            block.append(named(Dropout(dropout, dropout_rng)))
+        return block
+
+    layers: list[tuple[str, Layer]] = []
+    for i in range(depth):
+        if residual and i > 0:
+            res_name = f"residual_{next(counter)}"
+            layers.append((res_name, Residual(hidden(width))))
+        else:
+            layers.extend(hidden(in_dim if i == 0 else width))
+    layers.append(dense(width if depth else in_dim, out_dim))
+    return Network(layers)
+
+
+__all__ = ["Network", "StepInfo", "mlp", "resolve_dtype"]

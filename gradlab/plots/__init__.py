@@ -1,0 +1,67 @@
+"""Charts: DataFrame → matplotlib Figure (object API on the Agg canvas, no pyplot state, no disk I/O).
+
+Each chart is a pure ``<chart>_series`` function, unit-tested on small frames, and a ``plot_<chart>``
+renderer that draws its output. The code lives in ``plots_common`` (layer order, arm labels and
+colours), ``plots_layers`` (per-layer charts), ``plots_dists`` (per-layer distributions) and
+``plots_runs`` (per-run and sweep charts); matplotlib is imported only when a renderer (or
+:func:`arm_colors`) runs.
+"""
+
+from __future__ import annotations
+
+from gradlab.plots.common import (
+    arm_colors,
+    arm_labels,
+    config_columns,
+    layer_kind,
+    layer_position,
+    natural_key,
+    sort_layers,
+    varying_axes,
+)
+from gradlab.plots.dists import distribution_series, plot_distributions
+from gradlab.plots.layers import (
+    gradient_flow_series,
+    heatmap_series,
+    plot_gradient_flow,
+    plot_heatmap,
+    plot_saturation,
+    saturation_series,
+)
+from gradlab.plots.runs import (
+    clipping_series,
+    gradient_ratio,
+    plot_clipping,
+    plot_phase_diagram,
+    plot_sweep_matrix,
+    plot_training_curves,
+    sweep_matrix_series,
+    training_curves_series,
+)
+
+__all__ = [
+    "arm_colors",
+    "arm_labels",
+    "clipping_series",
+    "config_columns",
+    "distribution_series",
+    "gradient_flow_series",
+    "gradient_ratio",
+    "heatmap_series",
+    "layer_kind",
+    "layer_position",
+    "natural_key",
+    "plot_clipping",
+    "plot_distributions",
+    "plot_gradient_flow",
+    "plot_heatmap",
+    "plot_phase_diagram",
+    "plot_saturation",
+    "plot_sweep_matrix",
+    "plot_training_curves",
+    "saturation_series",
+    "sort_layers",
+    "sweep_matrix_series",
+    "training_curves_series",
+    "varying_axes",
+]
