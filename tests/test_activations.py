@@ -3,7 +3,15 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.nn.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE, Activation, get_activation
+from gradlab.nn.activations import (
+    ACTIVATIONS,
+    SELU_ALPHA,
+    SELU_SCALE,
+    Activation,
+    ActivationFn,
+    get_activation,
+)
+from gradlab.testing import check_grads, check_layer
 
 X = np.array([-5.0, -3.5, -1.0, -0.2, 0.3, 1.0, 2.5, 6.0])
 
@@ -33,6 +41,39 @@ def test_derivative_matches_central_difference(name):
     h = 1e-6
     numeric = [(REFERENCE[name](v + h) - REFERENCE[name](v - h)) / (2 * h) for v in X]
     np.testing.assert_allclose(act.deriv(X), numeric, rtol=1e-6, atol=1e-9)
+
+
+FROM_OUTPUT = sorted(n for n, a in ACTIVATIONS.items() if a.deriv_from_output is not None)
+
+
+def test_the_classic_four_read_their_derivative_off_the_output():
+    assert FROM_OUTPUT == ["identity", "relu", "sigmoid", "tanh"]
+
+
+@pytest.mark.parametrize("name", FROM_OUTPUT)
+def test_output_derivative_agrees_with_deriv(name):
+    act = get_activation(name)
+    x = X.reshape(2, 4)
+    from_y = np.broadcast_to(act.deriv_from_output(act.fn(x)), x.shape)
+    np.testing.assert_allclose(from_y, act.deriv(x), rtol=1e-12, atol=1e-15)
+    u = np.random.default_rng(0).standard_normal(x.shape)
+    assert check_grads(lambda z: float(np.sum(act.fn(z) * u)), x, u * from_y, name=name) < 1e-6
+
+
+@pytest.mark.parametrize("name", [n for n, a in ACTIVATIONS.items() if a.fast_fn is not None])
+def test_fast_forward_equals_fn_on_finite_inputs(name):
+    act = get_activation(name)
+    x = np.concatenate([X, [0.0, -0.0, 1e-300, -1e-300, 1e300, -1e300, np.nan]])
+    np.testing.assert_array_equal(act.fast_fn(x), act.fn(x))
+    np.testing.assert_array_equal(Activation(name).forward(x), act.fn(x))
+
+
+def test_layer_backward_follows_the_entry_not_its_name():
+    # A custom entry named "relu" but computing tanh: no name test may pick relu's rules.
+    impostor = ActivationFn("relu", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2)
+    layer = Activation(impostor)
+    np.testing.assert_array_equal(layer.forward(X.reshape(2, 4)), np.tanh(X.reshape(2, 4)))
+    assert max(check_layer(layer, X.reshape(2, 4)).values()) < 1e-6
 
 
 def test_sigmoid_is_stable_for_large_inputs():

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.nn.init import GAINS, INITS, calculate_gain, init_weights, weight_std
+from gradlab.nn.init import GAINS, INITS, calculate_gain, get_init, init_weights, weight_std
+from gradlab.nn.network import mlp
 
 SHAPE = (300, 200)
 
@@ -41,6 +42,37 @@ def test_empirical_std_matches_formula(name, kw, std):
 )
 def test_weight_std_agrees_with_draws(name):
     assert _draw(name).std() == pytest.approx(weight_std(name, *SHAPE), rel=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(INITS))
+def test_every_registered_std_matches_a_large_draw(name):
+    assert _draw(name).std() == pytest.approx(INITS[name].std(*SHAPE), rel=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(INITS))
+def test_an_entry_draws_like_init_weights(name):
+    np.testing.assert_array_equal(INITS[name]((5, 4), np.random.default_rng(3)), _draw_small(name))
+    assert get_init(name) is INITS[name]
+
+
+def _draw_small(name):
+    return init_weights(name, (5, 4), np.random.default_rng(3))
+
+
+@pytest.mark.parametrize("name", sorted(set(INITS) - {"normal"}))
+def test_weight_std_is_the_registered_std_times_gain(name):
+    assert weight_std(name, 30, 20, 1.7) == 1.7 * INITS[name].std(30, 20)
+
+
+@pytest.mark.parametrize("name", ["normal", "he_normal", "orthogonal", "uniform"])
+def test_weight_std_is_the_std_mlp_draws_with(name):
+    net = mlp(400, 2, depth=1, width=300, init=name, weight_scale=1.5, rng=0)
+    assert net.params()["dense_0.W"].std() == pytest.approx(weight_std(name, 400, 300, 1.5), rel=0.02)
+
+
+def test_weight_std_rejects_unknown_inits():
+    with pytest.raises(ValueError, match="init='glorot' is unknown"):
+        weight_std("glorot", 3, 3)
 
 
 def test_uniform_bounds():

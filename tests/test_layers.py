@@ -141,6 +141,28 @@ def test_residual_adds_its_input():
     assert set(block.params) == {"dense_0.W", "dense_0.b"}
 
 
+def test_residual_merge_is_its_whole_arithmetic():
+    r = _rng(3)
+    block = LAYER_CASES["residual"][0](r)
+    x, g = r.standard_normal((5, 4)), r.standard_normal((5, 4))
+    h = x
+    for _, layer in block.body:
+        h = layer.forward(h)
+    np.testing.assert_array_equal(block.merge(x, h), x + h)
+    np.testing.assert_array_equal(block.forward(x), block.merge(x, h))
+    g_body = g
+    for _, layer in reversed(block.body):
+        g_body = layer.backward(g_body)
+    np.testing.assert_array_equal(block.merge_grad(g, g_body), g + g_body)
+    np.testing.assert_array_equal(block.backward(g), block.merge_grad(g, g_body))
+
+
+def test_residual_rejects_a_body_that_changes_the_shape():
+    block = Residual([Dense(np.ones((3, 2)))])
+    with pytest.raises(ValueError, match=r"maps \(1, 3\) to \(1, 2\)"):
+        block.forward(np.ones((1, 3)))
+
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [

@@ -56,6 +56,7 @@ def test_accuracy():
         (lambda: softmax_cross_entropy(np.zeros((2, 3)), np.array([0, -1])), r"\[0, 2\]"),
         (lambda: softmax_cross_entropy(np.zeros((2, 3)), np.array([0.0, 1.0])), "integer labels"),
         (lambda: softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1, 2])), "3 entries"),
+        (lambda: softmax_cross_entropy(np.zeros((2, 3)), np.eye(2)), "one-hot labels have shape"),
         (lambda: mse(np.zeros((2, 3)), np.zeros((3, 2))), "target has shape"),
         (lambda: mse(np.zeros(3), np.zeros(3)), "batch, outputs"),
         (lambda: binary_cross_entropy_with_logits(np.zeros((1, 2)), np.array([[0.0, 2.0]])), r"\[0, 1\]"),

@@ -4,7 +4,7 @@ import pytest
 import gradlab
 from gradlab.nn.activations import Activation
 from gradlab.nn.hooks import Monitor
-from gradlab.nn.layers import Dense
+from gradlab.nn.layers import Dense, LayerNorm, Residual
 from gradlab.nn.losses import accuracy, mse, softmax_cross_entropy
 from gradlab.nn.network import Network, mlp
 from gradlab.nn.optim import SGD, Adam
@@ -162,6 +162,38 @@ def test_hooks_see_each_layer_once_in_order_and_readonly():
     assert len(rec.events) == n and net.monitors == ()
 
 
+@pytest.mark.parametrize("hooked", [False, True])
+def test_residual_in_a_network_matches_the_block_alone(hooked):
+    rng = np.random.default_rng(0)
+    block = Residual(
+        [
+            ("dense_a", Dense(rng.standard_normal((4, 4)) / 2, rng.standard_normal(4))),
+            ("layernorm_b", LayerNorm(4)),
+            ("tanh_c", Activation("tanh")),
+        ]
+    )
+    net = Network([("res", block)])
+    x, g = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    rec = Recorder()
+    with net.attach(*([rec] if hooked else [])):
+        y_net, gx_net = net.forward(x), net.backward(g)
+    grads_net = {k: v.copy() for k, v in block.grads.items()}
+    y, gx = block.forward(x), block.backward(g)
+    np.testing.assert_array_equal(y_net, y)
+    np.testing.assert_array_equal(gx_net, gx)
+    for k, v in block.grads.items():
+        np.testing.assert_array_equal(grads_net[k], v)
+    if hooked:  # every body layer once, then the block (whose grad_in needs the body's)
+        assert [e[1] for e in rec.events if e[0] == "f"] == ["dense_a", "layernorm_b", "tanh_c", "res"]
+        assert [e[1] for e in rec.events if e[0] == "b"] == ["tanh_c", "layernorm_b", "dense_a", "res"]
+
+
+def test_network_reports_a_residual_body_that_changes_the_shape():
+    net = Network([("res", Residual([Dense(np.ones((3, 2)))]))])
+    with pytest.raises(ValueError, match="shapes must match"):
+        net.forward(np.ones((1, 3)))
+
+
 def test_hook_layer_filter_and_schedule():
     net = mlp(3, 2, depth=3, width=4, rng=0)
     rec = Recorder(layers="dense_*", every=2)
@@ -184,6 +216,34 @@ def test_hook_that_raises_does_not_leave_network_hooked():
         net.forward(np.ones((2, 3)))
     assert net.monitors == ()
     net.forward(np.ones((2, 3)))
+
+
+def test_failed_attach_undoes_its_on_attach_calls_and_keeps_the_monitors():
+    calls = []
+
+    class Tracked(Recorder):
+        def __init__(self, tag, fail=False):
+            super().__init__()
+            self.tag, self.fail = tag, fail
+
+        def on_attach(self, names, layers):
+            calls.append(("attach", self.tag))
+            if self.fail:
+                raise RuntimeError("no")
+
+        def on_detach(self):
+            calls.append(("detach", self.tag))
+
+    net = mlp(3, 2, depth=1, width=4, rng=0)
+    kept = Tracked("kept")
+    with net.attach(kept):
+        with pytest.raises(RuntimeError, match="no"):
+            net.attach(Tracked("ok"), Tracked("bad", fail=True))
+        assert net.monitors == (kept,)
+        assert calls == [("attach", "kept"), ("attach", "ok"), ("attach", "bad"), ("detach", "ok")]
+        net.forward(np.ones((2, 3)))
+        assert [e[1] for e in kept.events if e[0] == "f"] == ["dense_0", "relu_1", "dense_2"]
+    assert net.monitors == () and calls[-1] == ("detach", "kept")
 
 
 def test_attach_rejects_non_monitors():

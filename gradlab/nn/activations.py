@@ -68,9 +68,18 @@ def _softplus(x: Array) -> Array:
     return np.logaddexp(0.0, x).astype(x.dtype, copy=False)
 
 
+def _relu_fast(x: Array) -> Array:
+    return x * (x > 0)  # faster than np.maximum(x, 0) (no NaN-propagation checks); NaN stays NaN
+
+
 @dataclass(frozen=True)
 class ActivationFn:
-    """An elementwise activation φ with its derivative and monitoring rules."""
+    """An elementwise activation φ with its derivative and monitoring rules.
+
+    ``deriv_from_output`` optionally gives φ′ as a function of the output y = φ(x) (sklearn's
+    DERIVATIVES), which the layer's backward prefers; ``fast_fn`` optionally replaces ``fn`` in the
+    layer's forward and must equal it on every finite input.
+    """
 
     name: str
     fn: Callable[[Array], Array]
@@ -78,6 +87,8 @@ class ActivationFn:
     saturated: Callable[[Array, Array | None], Array] | None = None
     inactive: Callable[[Array, Array | None], Array] | None = None
     alpha: float = 0.0
+    deriv_from_output: Callable[[Array], Array | float] | None = None
+    fast_fn: Callable[[Array], Array] | None = None
 
     def __call__(self, x: Array) -> Array:
         return self.fn(x)
@@ -111,18 +122,22 @@ ACTIVATIONS: dict[str, ActivationFn] = {
         _sigmoid,
         lambda x: (lambda s: s * (1.0 - s))(_sigmoid(x)),
         saturated=lambda y, x=None: (y < 1.0 - SATURATION_LEVEL) | (y > SATURATION_LEVEL),
+        deriv_from_output=lambda y: y * (1.0 - y),  # σ′ = y(1 − y)
     ),
     "tanh": ActivationFn(
         "tanh",
         np.tanh,
         lambda x: 1.0 - np.tanh(x) ** 2,
         saturated=lambda y, x=None: np.abs(y) > SATURATION_LEVEL,
+        deriv_from_output=lambda y: 1.0 - y * y,  # tanh′ = 1 − y²
     ),
     "relu": ActivationFn(
         "relu",
         lambda x: np.maximum(x, 0),
         lambda x: (x > 0).astype(x.dtype),
         inactive=lambda y, x=None: y <= 0,
+        deriv_from_output=lambda y: y > 0,  # 1[y > 0] = 1[x > 0]
+        fast_fn=_relu_fast,
     ),
     "leaky_relu": _make_leaky(0.01),
     "elu": _make_elu(1.0, 1.0, "elu"),
@@ -139,7 +154,12 @@ ACTIVATIONS: dict[str, ActivationFn] = {
         _sigmoid,
         inactive=lambda y, x=None: y < math.log1p(1.0 - SATURATION_LEVEL),
     ),
-    "identity": ActivationFn("identity", lambda x: x, lambda x: np.ones_like(x)),
+    "identity": ActivationFn(
+        "identity",
+        lambda x: x,
+        lambda x: np.ones_like(x),
+        deriv_from_output=lambda y: 1.0,  # φ′ = 1
+    ),
 }
 
 BOUNDED = frozenset({"sigmoid", "tanh"})
@@ -163,29 +183,19 @@ class Activation(Layer):
         super().__init__()
         self.fn = get_activation(activation)
         self.kind = self.fn.name
+        self._forward_fn = self.fn.fast_fn or self.fn.fn
         self._x: Array | None = None
         self._y: Array | None = None
-        self._mask: Array | None = None
 
     def forward(self, x: Array) -> Array:
-        if self.fn.name == "relu":
-            self._mask = x > 0
-            y = x * self._mask  # faster than np.maximum(x, 0) (no NaN-propagation checks); NaN stays NaN
-        else:
-            y = self.fn.fn(x)
-            if y.dtype != x.dtype:
-                y = y.astype(x.dtype)
+        y = self._forward_fn(x)
+        if y.dtype != x.dtype:
+            y = y.astype(x.dtype)
         self._x, self._y = x, y
         return y
 
     def backward(self, grad_out: Array) -> Array:
-        name, x, y = self.fn.name, self._x, self._y
-        if name == "tanh":
-            return grad_out * (1.0 - y * y)  # dx = g ⊙ (1 − y²)
-        if name == "sigmoid":
-            return grad_out * (y * (1.0 - y))  # dx = g ⊙ y(1 − y)
-        if name == "relu":
-            return grad_out * self._mask  # dx = g ⊙ 1[x > 0]
-        if name == "identity":
-            return grad_out.copy()  # dx = g
-        return (grad_out * self.fn.deriv(x)).astype(grad_out.dtype, copy=False)  # dx = g ⊙ φ′(x)
+        d = self.fn.deriv_from_output
+        if d is not None:
+            return grad_out * d(self._y)  # dx = g ⊙ φ′(x), φ′ read off y = φ(x)
+        return (grad_out * self.fn.deriv(self._x)).astype(grad_out.dtype, copy=False)  # dx = g ⊙ φ′(x)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -124,26 +126,53 @@ def zeros(shape: tuple[int, int], rng: np.random.Generator | None = None) -> Arr
     return np.zeros(shape)
 
 
-INITS: dict[str, Callable[..., Array]] = {
-    "normal": normal,
-    "uniform": uniform,
-    "standard": standard,
-    "glorot_uniform": glorot_uniform,
-    "glorot_normal": glorot_normal,
-    "xavier_uniform": glorot_uniform,
-    "xavier_normal": glorot_normal,
-    "he_uniform": he_uniform,
-    "he_normal": he_normal,
-    "kaiming_uniform": he_uniform,
-    "kaiming_normal": he_normal,
-    "lecun_uniform": lecun_uniform,
-    "lecun_normal": lecun_normal,
-    "orthogonal": orthogonal,
-    "zeros": zeros,
+@dataclass(frozen=True)
+class Init:
+    """A registered initializer: its ``draw`` and ``std(fan_in, fan_out)``, a weight's std at the defaults."""
+
+    draw: Callable[..., Array]
+    std: Callable[[int, int], float]
+
+    def __call__(self, shape: tuple[int, int], rng: np.random.Generator, **kwargs: Any) -> Array:
+        """Draw a weight matrix, as the wrapped initializer does."""
+        return self.draw(shape, rng, **kwargs)
+
+
+def _glorot_std(fan_in: int, fan_out: int) -> float:
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _he_std(fan_in: int, fan_out: int) -> float:
+    return math.sqrt(2.0 / fan_in)
+
+
+def _lecun_std(fan_in: int, fan_out: int) -> float:
+    return 1.0 / math.sqrt(fan_in)
+
+
+_SQRT3 = math.sqrt(3.0)  # U[−a, a] has std a/√3
+
+INITS: dict[str, Init] = {
+    "normal": Init(normal, lambda fan_in, fan_out: 0.01),
+    "uniform": Init(uniform, lambda fan_in, fan_out: 0.05 / _SQRT3),
+    "standard": Init(standard, lambda fan_in, fan_out: 1.0 / (_SQRT3 * math.sqrt(fan_in))),
+    "glorot_uniform": Init(glorot_uniform, _glorot_std),
+    "glorot_normal": Init(glorot_normal, _glorot_std),
+    "xavier_uniform": Init(glorot_uniform, _glorot_std),
+    "xavier_normal": Init(glorot_normal, _glorot_std),
+    "he_uniform": Init(he_uniform, _he_std),
+    "he_normal": Init(he_normal, _he_std),
+    "kaiming_uniform": Init(he_uniform, _he_std),
+    "kaiming_normal": Init(he_normal, _he_std),
+    "lecun_uniform": Init(lecun_uniform, _lecun_std),
+    "lecun_normal": Init(lecun_normal, _lecun_std),
+    "orthogonal": Init(orthogonal, lambda fan_in, fan_out: 1.0 / math.sqrt(max(fan_in, fan_out))),
+    "zeros": Init(zeros, lambda fan_in, fan_out: 0.0),
 }
+"""Every initializer by name; an entry is called like its ``draw`` and knows the std it draws with."""
 
 
-def get_init(name: str) -> Callable[..., Array]:
+def get_init(name: str) -> Init:
     """Resolve an initializer by name; unknown names list the allowed ones."""
     if not isinstance(name, str) or name not in INITS:
         raise ValueError(f"init={name!r} is unknown; allowed: {', '.join(sorted(INITS))}")
@@ -154,30 +183,14 @@ def init_weights(name: str, shape: tuple[int, int], rng: np.random.Generator, **
     """Draw a ``(fan_in, fan_out)`` weight matrix with the named initializer."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return get_init(name)(tuple(shape), rng, **kwargs)
+    return get_init(name).draw(tuple(shape), rng, **kwargs)
 
 
 def weight_std(name: str, fan_in: int, fan_out: int, gain: float = 1.0) -> float:
-    """The standard deviation of one weight under a named init with a gain multiplier (σ_w/√fan_in).
+    """The standard deviation of one weight as ``mlp`` draws it under a named init, times ``gain``.
 
     Used by :mod:`gradlab.theory.meanfield`: σ_w² = fan_in · Var(W).
     """
-    sq3 = math.sqrt(3.0)
-    table = {
-        "standard": 1.0 / (sq3 * math.sqrt(fan_in)),
-        "glorot_uniform": math.sqrt(2.0 / (fan_in + fan_out)),
-        "glorot_normal": math.sqrt(2.0 / (fan_in + fan_out)),
-        "he_uniform": math.sqrt(2.0 / fan_in),
-        "he_normal": math.sqrt(2.0 / fan_in),
-        "lecun_uniform": 1.0 / math.sqrt(fan_in),
-        "lecun_normal": 1.0 / math.sqrt(fan_in),
-        "orthogonal": 1.0 / math.sqrt(max(fan_in, fan_out)),
-        "normal": 1.0 / math.sqrt(fan_in),
-        "uniform": 0.05 / sq3,  # uniform()'s default a = 0.05, the only one mlp uses
-        "zeros": 0.0,
-    }
-    table["xavier_uniform"], table["xavier_normal"] = table["glorot_uniform"], table["glorot_normal"]
-    table["kaiming_uniform"], table["kaiming_normal"] = table["he_uniform"], table["he_normal"]
-    if name not in table:
-        raise ValueError(f"init={name!r} has no variance rule; allowed: {', '.join(sorted(table))}")
-    return gain * table[name]
+    # mlp draws "normal" as N(0, σ_w²/fan_in) (the mean-field σ_w convention), not at normal()'s default std.
+    std = 1.0 / math.sqrt(fan_in) if name == "normal" else get_init(name).std(fan_in, fan_out)
+    return gain * std

@@ -198,7 +198,11 @@ class Dropout(Layer):
 
 
 class Residual(Layer):
-    """Residual block ``y = x + f(x)`` where ``f`` is a sequence of named layers."""
+    """Residual block ``y = x + f(x)`` where ``f`` is a sequence of named layers (``body``).
+
+    :meth:`merge` and :meth:`merge_grad` are the block's only arithmetic. A ``Network`` runs the body
+    itself (so its hooks see every body layer) and then calls the same two methods.
+    """
 
     kind = "residual"
 
@@ -218,16 +222,24 @@ class Residual(Layer):
             layer.train(mode)
         return self
 
+    def merge(self, x: Array, h: Array) -> Array:
+        """The block's output from its input ``x`` and its body's output ``h = f(x)``: ``y = x + h``."""
+        if h.shape != x.shape:
+            raise ValueError(f"Residual: body maps {x.shape} to {h.shape}; shapes must match")
+        return x + h
+
+    def merge_grad(self, grad_out: Array, grad_body: Array) -> Array:
+        """∂L/∂x from ∂L/∂y = g and the body's backward of it, ``grad_body = J_fᵀ g``."""
+        return grad_out + grad_body  # dx = g + J_fᵀ g
+
     def forward(self, x: Array) -> Array:
         h = x
         for _, layer in self.body:
             h = layer.forward(h)
-        if h.shape != x.shape:
-            raise ValueError(f"Residual: body maps {x.shape} to {h.shape}; shapes must match")
-        return x + h
+        return self.merge(x, h)
 
     def backward(self, grad_out: Array) -> Array:
         g = grad_out
         for _, layer in reversed(self.body):
             g = layer.backward(g)
-        return grad_out + g  # dx = g + J_fᵀ g
+        return self.merge_grad(grad_out, g)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 Array = np.ndarray
@@ -22,19 +20,6 @@ def _check_labels(labels: Array, n: int, c: int) -> None:
         raise TypeError(f"integer labels expected, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= c):
         raise ValueError(f"labels must lie in [0, {c - 1}], got range [{labels.min()}, {labels.max()}]")
-
-
-def _targets_as_probs(logits: Array, labels: Array) -> Array:
-    n, c = logits.shape
-    labels = np.asarray(labels)
-    if labels.ndim == 1:
-        _check_labels(labels, n, c)
-        onehot = np.zeros_like(logits)
-        onehot[np.arange(n), labels] = 1.0
-        return onehot
-    if labels.shape != logits.shape:
-        raise ValueError(f"one-hot labels have shape {labels.shape}, predictions {logits.shape}")
-    return labels.astype(logits.dtype, copy=False)
 
 
 def log_softmax(logits: Array) -> Array:
@@ -56,7 +41,9 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[float, Array]:
         grad = np.exp(logp)
         grad[rows, labels] -= 1.0
     else:
-        target = _targets_as_probs(logits, labels)
+        if labels.shape != logits.shape:
+            raise ValueError(f"one-hot labels have shape {labels.shape}, predictions {logits.shape}")
+        target = labels.astype(logits.dtype, copy=False)
         value = float(-(target * logp).sum() / n)
         grad = np.exp(logp) - target
     grad /= logits.dtype.type(n)  # ∂/∂z = (softmax(z) − y)/N
@@ -93,17 +80,3 @@ def accuracy(pred: Array, target: Array) -> float:
     target = np.asarray(target)
     labels = target.argmax(axis=1) if target.ndim == 2 else target
     return float(np.mean(pred.argmax(axis=1) == labels))
-
-
-LOSSES: dict[str, Callable[[Array, Array], tuple[float, Array]]] = {
-    "cross_entropy": softmax_cross_entropy,
-    "mse": mse,
-    "bce": binary_cross_entropy_with_logits,
-}
-
-
-def get_loss(name: str) -> Callable[[Array, Array], tuple[float, Array]]:
-    """Resolve a loss by name; unknown names list the allowed ones."""
-    if name not in LOSSES:
-        raise ValueError(f"loss={name!r} is unknown; allowed: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]

@@ -36,6 +36,7 @@ class Network:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"layer names must be unique; repeated: {', '.join(dup)}")
+        # Only ever replaced (attach/detach), never mutated in place: begin_step compares it by identity.
         self._monitors: list[Any] = []
         self._fwd: dict[str, list] = {}
         self._bwd: dict[str, list] = {}
@@ -91,10 +92,7 @@ class Network:
         seen = readonly(x) if fwd else None  # one read-only view per array: y is the next layer's x
         for name, layer in entries:
             if isinstance(layer, Residual):
-                h = self._forward(layer.body, x)
-                if h.shape != x.shape:
-                    raise ValueError(f"{name}: body maps {x.shape} to {h.shape}; shapes must match")
-                y = x + h
+                y = layer.merge(x, self._forward(layer.body, x))  # y = x + f(x), body layers hooked
             else:
                 y = layer.forward(x)
             if fwd:
@@ -114,7 +112,7 @@ class Network:
         seen = readonly(g) if bwd else None  # a layer's grad_in is the next one's grad_out
         for name, layer in reversed(entries):
             if isinstance(layer, Residual):
-                gin = g + self._backward(layer.body, g)  # dx = g + J_fᵀ g
+                gin = layer.merge_grad(g, self._backward(layer.body, g))  # dx = g + J_fᵀ g
             else:
                 gin = layer.backward(g)
             if bwd:
@@ -138,8 +136,7 @@ class Network:
                     m.on_attach(names, layers)
                 attached.append(m)
         except BaseException:
-            self._monitors = self._monitors + attached
-            self._detach(attached)
+            _notify_detach(attached)  # nothing was hooked yet: only undo the on_attach calls that ran
             raise
         self._monitors = self._monitors + new
         self.begin_step(None)
@@ -148,9 +145,7 @@ class Network:
     def _detach(self, monitors: list[Any]) -> None:
         self._monitors = [m for m in self._monitors if all(m is not d for d in monitors)]
         self.begin_step(None)
-        for m in monitors:
-            if hasattr(m, "on_detach"):
-                m.on_detach()
+        _notify_detach(monitors)
 
     @property
     def monitors(self) -> tuple[Any, ...]:
@@ -160,6 +155,8 @@ class Network:
     def begin_step(self, step: int | None) -> None:
         """Select the monitors whose schedule includes ``step`` (None: all) for the coming passes."""
         active = [m for m in self._monitors if step is None or _wants_step(m, step)]
+        # Rebuild only if the active monitors changed or one was attached/detached since the last build.
+        # `is` detects the latter because attach/detach replace _monitors with a new list, never mutate it.
         if self._active == active and self._active_of is self._monitors:
             return
         self._active, self._active_of = active, self._monitors
@@ -177,6 +174,12 @@ class Network:
         """Hand the step's network-level facts to the active monitors."""
         for hook in self._step_hooks:
             hook(step, info)
+
+
+def _notify_detach(monitors: Sequence[Any]) -> None:
+    for m in monitors:
+        if hasattr(m, "on_detach"):
+            m.on_detach()
 
 
 def _wants_step(m: Any, step: int) -> bool:
