@@ -11,7 +11,7 @@ from typing import Any
 
 from gradlab.experiment.config import Config, ConfigError
 from gradlab.experiment.runner import run_sweep
-from gradlab.experiment.store import load_hists, load_results
+from gradlab.experiment.store import load_hists, load_layers, load_results
 from gradlab.experiment.sweep import Sweep, SweepError, load_sweep
 from gradlab.experiment.train import RunResult, run, train_loop
 from gradlab.monitor.gradient_monitor import GradientMonitor
@@ -89,6 +89,7 @@ __all__ = [
     "init_weights",
     "load_and_report",
     "load_hists",
+    "load_layers",
     "load_results",
     "load_sweep",
     "make_optimizer",

@@ -71,46 +71,35 @@ def _read_config_file(path: str) -> dict[str, Any]:
     return doc
 
 
-def _layer_summary(metrics: pd.DataFrame, metric: str = "grad_out_norm") -> list[str]:
-    """Per dense layer: ``metric`` at the first and last recorded step, and their ratio."""
-    from gradlab.records import sort_layers
+def _layer_summary(metrics: pd.DataFrame, layers: pd.DataFrame, metric: str = "grad_out_norm") -> list[str]:
+    """Per weighted layer in forward order: ``metric`` at the first and last recorded step and their ratio."""
+    from gradlab.records import WEIGHTED_KINDS
 
-    rows = metrics[(metrics["metric"] == metric) & metrics["layer"].str.startswith("dense_")]
+    weighted = layers[layers["kind"].isin(WEIGHTED_KINDS)].sort_values("position")
+    rows = metrics[(metrics["metric"] == metric) & metrics["layer"].isin(weighted["layer"])]
     if rows.empty:
         return [f"  (no {metric} recorded)"]
     first, last = int(rows["step"].min()), int(rows["step"].max())
     table = rows[rows["step"].isin([first, last])].pivot_table(index="layer", columns="step", values="value")
-    lines = [f"  {'layer':<10} {'step ' + str(first):>11} {'step ' + str(last):>11} {'last/first':>11}"]
-    for layer in sort_layers(table.index):
+    width = max(10, *(len(str(n)) for n in table.index))
+    lines = [f"  {'layer':<{width}} {'step ' + str(first):>11} {'step ' + str(last):>11} {'last/first':>11}"]
+    for layer in (n for n in weighted["layer"] if n in table.index):
         a = table.loc[layer].get(first, float("nan"))
         b = table.loc[layer].get(last, float("nan"))
         ratio = b / a if a else float("nan")
-        lines.append(f"  {layer:<10} {a:>11.3e} {b:>11.3e} {ratio:>11.3g}")
+        lines.append(f"  {layer:<{width}} {a:>11.3e} {b:>11.3e} {ratio:>11.3g}")
     return lines
 
 
 def _run(args: argparse.Namespace) -> int:
-    import io
-
-    import pandas as pd
-
     from gradlab.experiment.config import Config, from_dict
-    from gradlab.experiment.runner import execute, run_sweep, single_blas_thread
-    from gradlab.experiment.store import load_results, read_manifest
+    from gradlab.experiment.runner import run_one
 
     values = _read_config_file(args.config) if args.config else {}
     values.update(parse_set(item) for item in args.set)
     config = from_dict(values)
     run_id = config.key()
-    if args.out:
-        run_sweep([config], args.out, jobs=0)
-        manifest = read_manifest(args.out, run_id) or {}
-        metrics = load_results(args.out)[1] if manifest.get("status") != "failed" else None
-    else:
-        with single_blas_thread():
-            payload = execute(config, run_id)
-        manifest = payload["manifest"]
-        metrics = pd.read_parquet(io.BytesIO(payload["metrics"])) if payload["metrics"] else None
+    manifest, metrics, layers = run_one(config, args.out)
 
     default = Config().to_dict()
     changed = " ".join(f"{k}={v!r}" for k, v in config.to_dict().items() if v != default[k])
@@ -124,8 +113,8 @@ def _run(args: argparse.Namespace) -> int:
         f"status {status}{where if status == 'diverged' else ''}, {manifest['steps_done']} steps, "
         f"final loss {float(manifest['final_loss']):.4g}, {manifest['wall_time_s']:.2f} s"
     )
-    print("‖∂L/∂y‖ at each dense layer's output (grad_out_norm):")
-    print("\n".join(_layer_summary(metrics)))
+    print("‖∂L/∂y‖ at each weighted layer's output (grad_out_norm):")
+    print("\n".join(_layer_summary(metrics, layers)))
     if args.out:
         print(f"results in {args.out} (gradlab.load_results)")
     return 0
@@ -228,14 +217,14 @@ def _report(args: argparse.Namespace) -> int:
 # -- diagnose -----------------------------------------------------------------------------------------
 def _diagnose(args: argparse.Namespace) -> int:
     from gradlab.diagnosis import KINDS, diagnose, findings_to_json, format_findings
-    from gradlab.experiment.store import load_results
+    from gradlab.experiment.store import load_layers, load_results
 
     fail_on = [k.strip() for k in args.fail_on.split(",") if k.strip()] if args.fail_on else []
     unknown = [k for k in fail_on if k not in KINDS]
     if unknown:
         raise ValueError(f"--fail-on {','.join(unknown)} is not a finding kind; allowed: {', '.join(KINDS)}")
     runs, metrics = load_results(args.runs_dir)
-    findings = diagnose(metrics, runs)
+    findings = diagnose(metrics, runs, layers=load_layers(args.runs_dir))
     width = max(140, shutil.get_terminal_size((140, 24)).columns)
     print(findings_to_json(findings) if args.json else format_findings(findings, width=width, runs=runs))
     hit = findings[findings["kind"].isin(fail_on)] if fail_on else findings.iloc[:0]

@@ -1,8 +1,11 @@
-"""The metrics schema and the columnar recorder that buffers it in numpy arrays (contract: docs/data.md).
+"""The data contract (docs/data.md): the statistic table, the metric vocabulary, the frame columns and
+dtypes, the layers table, and the columnar recorder that buffers metrics in numpy arrays.
 
 A run's metrics are a tidy frame with columns ``run, step, layer, metric, value``: one row per
 (step, layer, metric). Network-level rows have ``layer == ""``. Log-magnitude histograms live in a
-second tidy frame, ``run, step, layer, quantity, bin, count`` (see :data:`HIST_BINS`).
+second tidy frame, ``run, step, layer, quantity, bin, count`` (see :data:`HIST_BINS`). A third frame,
+the *layers table*, describes each recorded layer as data (kind, forward position, activation, shape):
+code reads a layer's kind there, never from its name, which is free text (``dense_3``, ``features.3``).
 
 Step ``t`` is measured on the parameters after ``t`` updates: step 0 is the network at
 initialisation, and a run of ``steps = N`` records steps 0..N (the update of step t is applied after
@@ -12,40 +15,18 @@ it is measured; the last step has no update).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gradlab.statistics import NETWORK_METRICS, STATISTICS
+
 if TYPE_CHECKING:
     import pandas as pd
 
-METRICS: dict[str, str] = {
-    # layer level
-    "grad_norm": "‖∂L/∂W‖_F of the layer's weight (Dense: W; BatchNorm/LayerNorm: γ)",
-    "grad_b_norm": "‖∂L/∂b‖ of the layer's bias (Dense: b; BatchNorm/LayerNorm: β)",
-    "weight_norm": "‖W‖_F (Dense: W; BatchNorm/LayerNorm: γ)",
-    "update_ratio": "‖ΔW‖/‖W‖ of the update the optimizer applied (after clipping, momentum, decay)",
-    "grad_in_norm": "‖∂L/∂x‖_F over the batch, x the layer's input (the signal it sends backward)",
-    "grad_out_norm": "‖∂L/∂y‖_F over the batch, y the layer's output (the signal it receives)",
-    "act_mean": "mean of the layer's output y over batch and units",
-    "act_std": "standard deviation of y over batch and units",
-    "saturation": "fraction of (sample, unit) outputs at a bound (tanh/sigmoid/elu rule in activations.py)",
-    "inactive_frac": "fraction of (sample, unit) outputs in the inactive region (ReLU family)",
-    "dead_frac": "fraction of units inactive for every sample of the batch (ReLU family)",
-    "dead_frac_window": "fraction of units inactive for every sample of the last `window` recorded steps",
-    "nonfinite": "count of NaN/±Inf entries in y, ∂L/∂x and the parameter gradients of the layer",
-    # network level (layer == "")
-    "loss": "training loss of the step's batch",
-    "accuracy": "training accuracy of the step's batch (classification only)",
-    "grad_norm_total": "global ‖∂L/∂θ‖ over all parameters before clipping",
-    "grad_norm_clipped": "global gradient norm after clipping (equals grad_norm_total when it did not fire)",
-    "clipped": "1 when gradient clipping fired this step, else 0",
-    "lr": "learning rate used this step",
-}
+METRICS: dict[str, str] = {s.name: s.meaning for s in STATISTICS} | NETWORK_METRICS
 """The fixed metric vocabulary: name → meaning. Every recorded metric is one of these."""
-
-NETWORK_METRICS = ("loss", "accuracy", "grad_norm_total", "grad_norm_clipped", "clipped", "lr")
 
 HIST_LOG2_MIN, HIST_LOG2_MAX = -60, 20
 HIST_BINS = np.arange(HIST_LOG2_MIN, HIST_LOG2_MAX + 1)
@@ -54,28 +35,24 @@ HIST_BINS = np.arange(HIST_LOG2_MIN, HIST_LOG2_MAX + 1)
 counted (``nonfinite`` counts them)."""
 ZERO_BIN = HIST_LOG2_MIN - 1
 
-_POS = re.compile(r"^(.*?)_(\d+)$")
+METRICS_DTYPES = {"run": "string", "step": "int64", "layer": "string", "metric": "string", "value": "float64"}
+HISTS_DTYPES = {"run": "string", "step": "int64", "layer": "string", "quantity": "string", "bin": "int64",
+                "count": "int64"}
+LAYERS_DTYPES = {"run": "string", "layer": "string", "kind": "string", "position": "int64",
+                 "activation": "string", "fan_in": "Int64", "fan_out": "Int64", "n_params": "Int64"}
+"""The layers table: per run and recorded layer, its kind (:data:`LAYER_KINDS`), forward position
+(0, 1, … in the order the forward pass meets it), activation name (activation layers, else ""), and
+shape: fan-in and fan-out (units of input and output), parameter count (<NA> when unknown)."""
+METRIC_COLUMNS = list(METRICS_DTYPES)
+HIST_COLUMNS = list(HISTS_DTYPES)
+LAYER_COLUMNS = list(LAYERS_DTYPES)
 
-
-def layer_position(name: str) -> int:
-    """The forward position encoded in a layer name's integer suffix (``dense_10`` → 10; else -1)."""
-    m = _POS.match(str(name))
-    return int(m.group(2)) if m else -1
-
-
-def layer_kind(name: str) -> str:
-    """The kind encoded in a layer name (``tanh_3`` → ``tanh``)."""
-    m = _POS.match(str(name))
-    return m.group(1) if m else str(name)
-
-
-def sort_layers(names: Iterable[str]) -> list[str]:
-    """Unique layer names in forward order: by integer position, not lexically (dense_9 < dense_10)."""
-    return sorted({str(n) for n in names if str(n) != ""}, key=lambda n: (layer_position(n), n))
-
-
-METRIC_COLUMNS = ["run", "step", "layer", "metric", "value"]
-HIST_COLUMNS = ["run", "step", "layer", "quantity", "bin", "count"]
+WEIGHTED_KINDS = ("dense", "conv", "embedding", "weighted")
+"""Layers whose weights carry the signal from layer to layer: the gradient-flow profile is read at
+their outputs (``weighted`` is any other module with parameters)."""
+NORM_KINDS = ("batchnorm", "layernorm", "groupnorm")
+LAYER_KINDS = (*WEIGHTED_KINDS, *NORM_KINDS, "activation", "dropout", "residual", "layer")
+"""The kinds of the layers table; ``layer`` is anything else (no parameters, not an activation)."""
 
 
 class Recorder:
@@ -181,3 +158,58 @@ class Recorder:
                 else np.zeros(0, np.int64),
             }
         )
+
+
+_GRADLAB_NAME = re.compile(r"^([a-z][a-z_]*)_(\d+)$")
+
+
+def infer_layers(metrics: pd.DataFrame) -> pd.DataFrame:
+    """A layers table for a metrics frame that came without one.
+
+    Per run: when every layer name is gradlab's own ``<kind>_<position>`` (``dense_0``, ``tanh_1``),
+    kind and position are read from it (a kind outside :data:`LAYER_KINDS` is an activation of that
+    name); otherwise layers keep the order they first appear in (the recorder's forward order), and a
+    layer is ``weighted`` when it has ``grad_norm``, ``activation`` when it has a unit statistic, else
+    ``layer``. Shapes are unknown (<NA>). Frames recorded by gradlab carry their own layers table.
+    """
+    import pandas as pd
+
+    df = metrics[metrics["layer"].astype(str) != ""]
+    rows = []
+    for run, g in df.groupby(df["run"].astype(str), sort=False):
+        names = list(dict.fromkeys(g["layer"].astype(str)))
+        has = g.groupby(g["layer"].astype(str))["metric"].agg(lambda m: frozenset(m.astype(str)))
+        parsed = [_GRADLAB_NAME.match(n) for n in names]
+        if all(parsed):
+            order = sorted(range(len(names)), key=lambda i: (int(parsed[i].group(2)), names[i]))
+            for pos, i in enumerate(order):
+                token = parsed[i].group(1)
+                kind, act = (token, "") if token in LAYER_KINDS else ("activation", token)
+                rows.append((run, names[i], kind, pos, act))
+            continue
+        for pos, name in enumerate(names):
+            m = has[name]
+            kind = "weighted" if "grad_norm" in m else "activation" if m & _UNIT_METRICS else "layer"
+            rows.append((run, name, kind, pos, ""))
+    out = pd.DataFrame(rows, columns=["run", "layer", "kind", "position", "activation"])
+    for col in ("fan_in", "fan_out", "n_params"):
+        out[col] = pd.NA
+    return out[LAYER_COLUMNS].astype(LAYERS_DTYPES)
+
+
+_UNIT_METRICS = frozenset({"saturation", "inactive_frac", "dead_frac", "dead_frac_window"})
+
+
+def layers_for(metrics: pd.DataFrame, layers: pd.DataFrame | None) -> pd.DataFrame:
+    """The layers table of the runs in ``metrics``: ``layers`` where it covers a run, else inferred."""
+    if layers is None or not len(layers):
+        return infer_layers(metrics)
+    runs = set(metrics["run"].astype(str).unique())
+    known = layers[layers["run"].astype(str).isin(runs)]
+    missing = runs - set(known["run"].astype(str))
+    if not missing:
+        return known.reset_index(drop=True)
+    import pandas as pd
+
+    extra = infer_layers(metrics[metrics["run"].astype(str).isin(missing)])
+    return pd.concat([known, extra], ignore_index=True)[LAYER_COLUMNS].astype(LAYERS_DTYPES)

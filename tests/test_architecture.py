@@ -7,24 +7,27 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gradlab"
 
-ROOT_MODULES = {"records", "arms", "atomic", "testing", "version"}
-"""Shared modules at the root: the data contract, arm labels, atomic writes, the gradient checker."""
+ROOT_MODULES = {"records", "statistics", "arms", "atomic", "testing", "version"}
+"""Shared modules at the root: the data contract (records, and its statistic table), arm labels,
+atomic writes, the gradient checker."""
 
 ALLOWED: dict[str, set[str]] = {
     # unit          may import (besides itself)
-    "records": set(),
+    "statistics": set(),
+    "records": {"statistics"},
     "arms": set(),
     "atomic": set(),
     "testing": set(),
     "version": set(),
     "nn": set(),
-    "monitor": {"nn", "records", "atomic"},
-    "experiment": {"nn", "monitor", "records", "atomic", "version"},
-    "diagnosis": {"nn", "records", "arms"},
-    "theory": {"nn", "records", "experiment"},
-    "plots": {"records", "arms"},
-    "report": {"diagnosis", "theory", "plots", "experiment", "records", "arms", "version"},
-    "torch": {"nn", "monitor", "records", "atomic", "arms", "diagnosis", "experiment", "version"},
+    "monitor": {"nn", "records", "statistics", "atomic"},
+    "experiment": {"nn", "monitor", "records", "statistics", "atomic", "version"},
+    "diagnosis": {"nn", "records", "statistics", "arms"},
+    "theory": {"nn", "records", "statistics", "experiment"},
+    "plots": {"records", "statistics", "arms"},
+    "report": {"diagnosis", "theory", "plots", "experiment", "records", "statistics", "arms", "version"},
+    "torch": {"nn", "monitor", "records", "statistics", "atomic", "arms", "diagnosis", "experiment",
+              "version"},
 }
 """The package dependency table: one row per unit (a package or a shared root module), what it may
 import. ``cli``, ``__main__`` and the package root are the public surface and may import anything."""

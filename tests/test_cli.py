@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from test_sweep import BAD
+from helpers import BAD
 
 from gradlab.cli import ProgressLine, main, parse_set
 from gradlab.experiment import store

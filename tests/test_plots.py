@@ -3,147 +3,20 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
-import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import free_text, make_run, make_sweep
 
-from gradlab import plots
-from gradlab.records import HIST_COLUMNS, METRIC_COLUMNS, ZERO_BIN
+from gradlab import plots, records
+from gradlab.records import METRIC_COLUMNS
 
 # --------------------------------------------------------------------------- realistic test frames
-
-CONFIG_DEFAULTS = dict(
-    depth=6, width=32, activation="relu", init="he_normal", weight_scale=1.0, bias_scale=0.0,
-    batch_norm=False, layer_norm=False, residual=False, dropout=0.0, clip_norm=0.0, clip_value=0.0,
-    optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, dataset="spirals", n_samples=512, input_dim=0,
-    n_classes=0, batch_size=64, steps=20, dtype="float64", seed=0,
-)
-BOUNDED = {"sigmoid", "tanh"}
-
-
-def layer_names(depth: int, activation: str) -> list[str]:
-    """An mlp's layer names: dense_0, act_1, dense_2, …, dense_{2·depth} (the output)."""
-    names = []
-    for i in range(depth):
-        names += [f"dense_{2 * i}", f"{activation}_{2 * i + 1}"]
-    return [*names, f"dense_{2 * depth}"]
-
-
-def make_run(run: str, *, steps: int = 20, factor: float = 1.0, diverge_at: int | None = None,
-             clip: float = 0.0, hist_steps: tuple[int, ...] = (0, 2, 20), **config) -> dict:
-    """One run's runs-table row, metrics and hists. ``factor`` is the per-layer backward gain of ‖∂L/∂y‖:
-    0.25 (sigmoid: φ′ ≤ ¼) makes the gradient decay 0.25^k toward the input, 1 is healthy, > 1 explodes."""
-    cfg = {**CONFIG_DEFAULTS, **config, "steps": steps}
-    rng = np.random.default_rng(zlib.crc32(run.encode()))
-    names = layer_names(cfg["depth"], cfg["activation"])
-    dense = [n for n in names if n.startswith("dense")]
-    last = diverge_at if diverge_at is not None else steps
-    rows = []
-    for step in range(last + 1):
-        t = step / max(1, steps)
-        for k, name in enumerate(dense):
-            depth_from_top = len(dense) - 1 - k
-            g = 0.5 * factor**depth_from_top * (1 - 0.3 * t) * np.exp(rng.normal(0, 0.05))
-            if diverge_at is not None and step == diverge_at and k < 2:
-                g = np.inf
-            rows += [(step, name, "grad_out_norm", g), (step, name, "grad_norm", 3 * g),
-                     (step, name, "grad_in_norm", g * 1.1), (step, name, "weight_norm", 5.0 + t),
-                     (step, name, "nonfinite", float(not np.isfinite(g)))]
-        for name in names:
-            if name.startswith("dense"):
-                continue
-            pos = int(name.rsplit("_", 1)[1])
-            frac = pos / (2 * cfg["depth"])
-            if cfg["activation"] in BOUNDED:
-                rows.append((step, name, "saturation", min(1.0, 0.1 + 0.8 * frac * t)))
-            else:
-                rows += [(step, name, "inactive_frac", 0.5 + 0.1 * t),
-                         (step, name, "dead_frac", 0.3 * frac * t)]
-        loss = 1.1 * np.exp(-2 * t / max(factor, 0.5)) + 0.05
-        if diverge_at is not None and step == diverge_at:
-            loss = np.inf
-        pre = 2.0 * (1 + 5 * t)
-        post = min(pre, clip) if clip > 0 else pre
-        rows += [(step, "", "loss", loss), (step, "", "accuracy", min(1.0, 0.33 + 0.6 * t)),
-                 (step, "", "grad_norm_total", pre), (step, "", "grad_norm_clipped", post),
-                 (step, "", "clipped", float(post < pre)), (step, "", "lr", cfg["lr"])]
-    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS[1:]).assign(run=run)[METRIC_COLUMNS]
-    hists = []
-    for step in hist_steps:
-        if step > last:
-            continue
-        for name in names:
-            centre = -1 if cfg["activation"] == "sigmoid" else 0
-            if not name.startswith("dense"):
-                bins = np.arange(centre - 4, centre + 2)
-                counts = np.array([1, 3, 8, 20, 30, 10]) * (1 + int(name.rsplit("_", 1)[1]))
-                hists += [(step, name, "act", b, c) for b, c in zip(bins, counts, strict=True)]
-                if cfg["activation"] == "relu":
-                    hists.append((step, name, "act", ZERO_BIN, int(counts.sum())))
-            else:
-                k = dense.index(name)
-                centre = int(np.round(np.log2(0.5 * factor ** (len(dense) - 1 - k) / 8)))
-                bins = np.arange(centre - 3, centre + 3)
-                counts = [2, 10, 40, 40, 10, 2]
-                hists += [(step, name, "grad", b, c) for b, c in zip(bins, counts, strict=True)]
-    hist = pd.DataFrame(hists, columns=HIST_COLUMNS[1:]).assign(run=run)[HIST_COLUMNS]
-    status = "diverged" if diverge_at is not None else "ok"
-    final = float(metrics.loc[metrics["metric"] == "loss", "value"].iloc[-1])
-    row = {"run": run, "name": "", **cfg, "status": status,
-           "diverged_step": diverge_at, "diverged_layer": "dense_0" if diverge_at is not None else None,
-           "final_loss": final, "wall_time_s": 1.5, "error": ""}
-    return {"row": row, "metrics": metrics, "hists": hist}
-
-
-def make_sweep() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """A small depth × activation sweep following docs/data.md: (runs, metrics, hists).
-
-    sigmoid arms vanish (0.25 per layer), ReLU/He arms are healthy, the tanh arm with σ_w = 3 diverges
-    at step 12, one ReLU run failed before recording; sigmoid depth 6 has two seeds.
-    """
-    parts = [
-        make_run("r-sig4", depth=4, activation="sigmoid", init="standard", factor=0.25),
-        make_run("r-sig6", depth=6, activation="sigmoid", init="standard", factor=0.25),
-        make_run("r-sig6b", depth=6, activation="sigmoid", init="standard", factor=0.25, seed=1),
-        make_run("r-relu4", depth=4, activation="relu", init="he_normal", factor=1.0),
-        make_run("r-relu6", depth=6, activation="relu", init="he_normal", factor=1.0, clip=10.0,
-                 clip_norm=10.0),
-        make_run("r-tanh6", depth=6, activation="tanh", init="normal", weight_scale=3.0, factor=2.0,
-                 diverge_at=12),
-    ]
-    failed = make_run("r-fail", depth=4, activation="tanh", init="normal", weight_scale=3.0)["row"]
-    failed.update(status="failed", final_loss=np.nan, error="Traceback ...\nMemoryError")
-    runs = pd.DataFrame([p["row"] for p in parts] + [failed])
-    runs["run"] = runs["run"].astype("string")
-    runs["name"] = runs["name"].astype("string")
-    runs["diverged_step"] = runs["diverged_step"].astype("Int64")
-    runs["diverged_layer"] = runs["diverged_layer"].astype("string")
-    metrics = pd.concat([p["metrics"] for p in parts], ignore_index=True)
-    metrics = metrics.astype({"run": "string", "layer": "string", "metric": "string", "step": "int64"})
-    hists = pd.concat([p["hists"] for p in parts], ignore_index=True)
-    hists = hists.astype({"run": "string", "layer": "string", "quantity": "string", "step": "int64",
-                          "bin": "int64", "count": "int64"})
-    return runs, metrics, hists
-
-
-def make_findings() -> pd.DataFrame:
-    """Findings as diagnose reports them: one row per (run, kind)."""
-    return pd.DataFrame([
-        {"run": "r-sig6", "kind": "vanishing", "layer": "dense_0", "step": 0, "value": 2.4e-4, "op": "<",
-         "threshold": 1e-3, "message": "‖∂L/∂y‖ at dense_0 is 2.4e-4 × the output layer's",
-         "fix": "use ReLU with He init, or add batch norm"},
-        {"run": "r-sig6", "kind": "saturation", "layer": "sigmoid_11", "step": 12, "value": 0.62, "op": ">",
-         "threshold": 0.5, "message": "62% of sigmoid_11's outputs sit at a bound",
-         "fix": "use tanh or ReLU"},
-        {"run": "r-tanh6", "kind": "diverged", "layer": "dense_0", "step": 12, "value": 3.0, "op": ">",
-         "threshold": 0.0, "message": "non-finite values from step 12",
-         "fix": "lower the learning rate or clip"},
-    ])
-
 
 @pytest.fixture(scope="module")
 def sweep() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -163,10 +36,18 @@ def n_lines(fig) -> int:
 # --------------------------------------------------------------------------- helpers
 
 
-def test_layers_sort_by_position_not_lexically():
-    names = ["dense_10", "dense_2", "dense_9", "tanh_1", "dense_0", "", "residual_3"]
-    assert plots.sort_layers(names) == ["dense_0", "tanh_1", "dense_2", "residual_3", "dense_9", "dense_10"]
-    assert plots.layer_position("dense_12") == 12 and plots.layer_kind("leaky_relu_5") == "leaky_relu"
+def test_layer_table_orders_by_position_not_lexically():
+    rows = [("r", 0, n, "act_std", 1.0) for n in ["dense_10", "dense_2", "dense_9", "tanh_1", "dense_0", "",
+                                                  "residual_3"]]
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    t = plots.layer_table(metrics)  # gradlab's own names: kind and order read by records.infer_layers
+    assert list(t["layer"]) == ["dense_0", "tanh_1", "dense_2", "residual_3", "dense_9", "dense_10"]
+    assert list(t["kind"]) == ["dense", "activation", "dense", "residual", "dense", "dense"]
+    assert t.loc[t["layer"] == "tanh_1", "activation"].item() == "tanh"
+    # a layers table wins over the names: kind and position are data
+    given = records.infer_layers(metrics).assign(position=lambda d: 5 - d["position"], kind="layer")
+    assert list(plots.layer_table(metrics, given)["layer"]) == list(t["layer"])[::-1]
+    assert set(plots.layer_table(metrics, given)["kind"]) == {"layer"}
 
 
 def test_arm_labels_use_name_else_varying_config(sweep):
@@ -325,6 +206,59 @@ def test_clipping_series(sweep):
     assert 0 < fired[labels["r-relu6"]] < 1
     n = s["norms"][s["norms"]["run"] == "r-relu6"]
     assert (n["post"] <= n["pre"]).all() and (n["post"] <= 10.0).all()
+
+
+# --------------------------------------------------------------------------- free-text layer names
+
+
+def test_free_text_layer_names_with_a_layers_table_give_the_same_series(sweep):
+    runs, metrics, hists = sweep
+    fm, fh, layers, back = free_text(metrics, hists)
+    assert not fm["layer"].str.contains(r"_\d").any()
+
+    def same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+        got = got.assign(layer=got["layer"].map(back)) if "layer" in got else got
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), rtol=1e-12)
+
+    want = plots.gradient_flow_series(metrics, runs, steps=("init", 10, "late"))
+    same(plots.gradient_flow_series(fm, runs, steps=("init", 10, "late"), layers=layers), want)
+    # without the table the free-text names say nothing: the rows' order (by name) is taken as forward
+    guessed = plots.gradient_flow_series(fm, runs, steps=("init", 10, "late"))
+    assert guessed["layer"].map(back).tolist() != want["layer"].tolist()
+    for step in (0, "last"):  # runs in the order their rows come (here: sorted by layer name)
+        pd.testing.assert_series_equal(plots.gradient_ratio(fm, step=step, layers=layers).sort_index(),
+                                       plots.gradient_ratio(metrics, step=step).sort_index())
+    for run in ("r-sig6", "r-relu6"):
+        for metric in ("grad_out_norm", "saturation", "dead_frac"):
+            h = plots.heatmap_series(fm, run, metric=metric, layers=layers)
+            want_h = plots.heatmap_series(metrics, run, metric=metric)
+            assert [back[n] for n in h.index] == list(want_h.index)
+            np.testing.assert_array_equal(h.to_numpy(), want_h.to_numpy())
+        same(plots.distribution_series(fh, run, layers=layers), plots.distribution_series(hists, run))
+    same(plots.saturation_series(fm, runs, layers=layers), plots.saturation_series(metrics, runs))
+    cells = plots.sweep_matrix_series(runs, fm, rows="depth", cols="activation", layers=layers)
+    same(cells, plots.sweep_matrix_series(runs, metrics, rows="depth", cols="activation"))
+
+
+NAME_PARSING = [
+    r"_\\d", r"_\(\\d",  # regexes for a <kind>_<n> suffix
+    r"startswith\(\s*[\"']dense", r"\.str\.startswith\(", r"\.str\.split\(", r"split\(\s*[\"']_[\"']",
+    r"\b(layer_kind|layer_position|sort_layers|dense_index)\b", r"[\"']dense_",
+]
+"""Source patterns of reading a layer's kind or position from its name."""
+
+
+def test_no_chart_theory_or_report_module_parses_a_layer_name():
+    root = Path(plots.__file__).resolve().parent.parent
+    files = [p for d in ("plots", "theory", "report") for p in sorted((root / d).rglob("*.py"))]
+    assert len(files) >= 10
+    caught = ['_POS = re.compile(r"^(.*?)_(\\d+)$")', 'm0[m0["layer"].str.startswith("dense_")]',
+              "int(name.rsplit('_', 1)[1])", "names = sort_layers(norms)", 'kind = re.sub(r"_\\d+$", "", n)']
+    assert all(any(re.search(pat, line) for pat in NAME_PARSING) for line in caught)  # the check looks
+    bad = [f"{p.relative_to(root)}:{i}: {line.strip()}" for p in files
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+           if any(re.search(pat, line) for pat in NAME_PARSING)]
+    assert not bad, "names are free text; read kind and position from the layers table:\n" + "\n".join(bad)
 
 
 # --------------------------------------------------------------------------- renderers

@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import free_text, make_findings, make_run, make_sweep, real_runs
 from matplotlib.figure import Figure
-from test_plots import make_findings, make_run, make_sweep
-from test_theory import real_runs
 
 import gradlab
-from gradlab import plots
+from gradlab import plots, records
 from gradlab.experiment import store
 from gradlab.report import context
 from gradlab.report import page as report
@@ -148,16 +147,36 @@ def test_large_sweep_is_grouped_by_one_axis(tmp_path):
 def test_load_and_report_uses_the_store_loader(tmp_path, monkeypatch):
     part = make_run("only", depth=2, steps=3, hist_steps=(0, 3))
     runs = pd.DataFrame([part["row"]])
-    seen = []
+    layers = records.infer_layers(part["metrics"])
+    seen, tables = [], []
     load = lambda d: seen.append(d) or (runs, part["metrics"])  # noqa: E731
     monkeypatch.setattr(store, "load_results", load)
+    monkeypatch.setattr(store, "load_layers", lambda d: seen.append(d) or layers)
     monkeypatch.setattr(store, "load_hists", lambda d: seen.append(d) or part["hists"])
+    real = report.diagnose
+    monkeypatch.setattr(report, "diagnose", lambda m, r, **k: tables.append(k["layers"]) or real(m, r, **k))
     monkeypatch.setattr(Figure, "savefig", _stub_savefig)
     path = report.load_and_report(tmp_path / "results", tmp_path / "out")
     html = path.read_text(encoding="utf-8")
     assert path == tmp_path / "out" / "index.html" and "gradlab report: results" in html
-    assert seen == [tmp_path / "results"] * 2  # the results and their histograms
+    assert seen == [tmp_path / "results"] * 3  # the results, their layers table and their histograms
+    assert len(tables) == 1 and tables[0] is layers  # the diagnosis reads the same table
     assert 'id="findings"' in html  # diagnosed on the way
+
+
+def test_report_of_free_text_layer_names_with_their_layers_table_matches_the_golden_page(tmp_path):
+    runs, metrics, hists = make_sweep()
+    fm, fh, layers, back = free_text(metrics, hists)
+    pred = pd.DataFrame({"run": "r-sig4", "layer_index": range(5), "predicted": 0.25 ** np.arange(4, -1, -1)})
+    with no_pixels():
+        rep = context.ReportContext(runs, fm, tmp_path, fh, make_findings(), pred, None, layers)
+        want = context.ReportContext(runs, metrics, tmp_path, hists, make_findings(), pred, None)
+        assert rep.ratio0.sort_index().equals(want.ratio0.sort_index())
+        path = report.write_report(runs, fm, tmp_path, hists=fh, findings=make_findings(), theory=pred,
+                                   title="Depth × activation", now=lambda: FIXED_NOW, layers=layers)
+    # every chart is built from the table (the series: tests/test_plots.py); the page's text is the same
+    assert scrub(path.read_text(encoding="utf-8")) == GOLDEN.read_text(encoding="utf-8")
+    assert set(rep.layers["layer"].astype(str)) <= set(back)
 
 
 # -- theory beside measurement, on real runs at initialisation (drawn for real) ------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import DIVERGES, TINY
 from threadpoolctl import threadpool_info
 
 from gradlab.experiment import store
@@ -25,11 +26,6 @@ from gradlab.experiment.runner import Progress, RunnerError, run_sweep
 from gradlab.experiment.train import run
 
 TESTS = Path(__file__).parent
-TINY = {"depth": 2, "width": 8, "steps": 3, "n_samples": 64, "batch_size": 16}
-DIVERGES = {**TINY, "depth": 4, "steps": 6, "activation": "relu", "init": "normal", "weight_scale": 1e5}
-DIVERGES["dtype"] = "float32"  # σ_w = 1e5 over 4 ReLU layers overflows float32 on the first update
-
-
 def tiny(n: int, **kw) -> list[Config]:
     return [Config(**{**TINY, **kw}, seed=s) for s in range(n)]
 

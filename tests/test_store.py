@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_runner import DIVERGES, TINY
+from helpers import DIVERGES, TINY
 
 from gradlab import atomic
 from gradlab.experiment import store
@@ -135,7 +135,8 @@ def test_results_folder_layout(results):
     assert visible(out) == ["runs", "runs.parquet", "sweep.json"]
     assert visible(out / "runs") == sorted(c.key() for c in configs)
     for c in configs:
-        assert visible(out / "runs" / c.key()) == ["hists.parquet", "manifest.json", "metrics.parquet"]
+        files = ["hists.parquet", "layers.parquet", "manifest.json", "metrics.parquet"]
+        assert visible(out / "runs" / c.key()) == files
     m = json.loads((out / "runs" / configs[0].key() / "manifest.json").read_text())
     for k in ("config", "status", "seed", "diverged_step", "diverged_layer", "final_loss", "wall_time_s"):
         assert k in m

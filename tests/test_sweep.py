@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import BAD
 
 from gradlab.experiment.config import Config
 from gradlab.experiment.sweep import Sweep, SweepError, load_sweep, parse_sweep
@@ -119,46 +120,6 @@ def test_sweep_metadata():
     assert (s.name, s.description, s.seeds) == ("n", "d", None)
 
 
-BAD = [
-    # (TOML, fragments the one-line message must contain)
-    ("[base]\ndpeth = 5\n", ["unknown key 'dpeth'", "[base]", "did you mean 'depth'"]),
-    ("[grid]\nactivaton = ['tanh']\n", ["unknown key 'activaton'", "[grid]", "'activation'"]),
-    ("[[variant]]\nbatchnorm = true\n", ["'batchnorm'", "[[variant]] 1", "'batch_norm'"]),
-    ("[grid]\ndepth=[1]\n[[exclude]]\ndeph = 1\n", ["'deph'", "[[exclude]] 1", "'depth'"]),
-    ("[sweep]\nseed = [1]\n", ["unknown key 'seed'", "[sweep]", "'seeds'"]),
-    ("[gird]\ndepth = [1]\n", ["unknown top-level table 'gird'", "did you mean 'grid'"]),
-    ("depth = 5\n", ["unknown top-level key 'depth'", "put Config fields in [base]"]),
-    ("[variants]\nx = 1\n", ["'variants'", "did you mean 'variant'"]),
-    ("[grid]\ndepth = ['ten']\n", ["[grid]", "depth='ten'", "must be an integer"]),
-    ("[base]\nbatch_norm = 1\n", ["[base]", "batch_norm=1", "true or false"]),
-    ("[grid]\nactivation = ['tanh', 'tahn']\n", ["[grid]", "activation='tahn'", "allowed: sigmoid, tanh"]),
-    ("[[variant]]\ninit = 'he'\n", ["[[variant]] 1", "init='he'", "allowed:"]),
-    ("[base]\nlr = -1.0\n", ["in [base]", "lr=-1.0", "> 0"]),
-    ("[base]\nweight_scale = nan\n", ["in [base]", "weight_scale=nan", "finite number >= 0"]),
-    ("[grid]\nclip_norm = [1.0, inf]\n", ["in [grid]", "clip_norm=inf", "finite number >= 0"]),
-    ("[grid]\nwidth = [64, 0]\n", ["in [grid]", "width=0", ">= 1"]),
-    ("[grid]\ndepth = []\n", ["[grid] axis 'depth' is empty"]),
-    ("[grid]\ndepth = 5\n", ["[grid] depth=5 must be a list", "depth = [5]"]),
-    ("grid = [1]\n", ["'grid' must be a table"]),
-    ("[variant]\ndepth = 1\n", ["'variant' must be a list of tables", "[[variant]]"]),
-    ("[grid]\ndepth = [1]\n[[variant]]\ndepth = 2\n", ["[[variant]] 1", "'depth' is also a [grid] axis"]),
-    ("[sweep]\nseeds = [0]\n[base]\nseed = 1\n", ["seed is set in [base] and by [sweep] seeds"]),
-    ("[sweep]\nseeds = []\n", ["seeds=[]", "non-empty list"]),
-    ("[sweep]\nseeds = [0, 0]\n", ["repeated seed"]),
-    ("[sweep]\nseeds = [-1]\n", ["seeds=[-1]", ">= 0"]),
-    ("[sweep]\nname = 3\n", ["[sweep] name=3 must be a string"]),
-    ("[grid]\ndepth = [1, 2]\n[[exclude]]\ndepth = 3\n", ["[[exclude]] 1", "matches no run"]),
-    ("[grid]\ndepth = [1]\n[[exclude]]\ndepth = 1\n", ["every combination is excluded"]),
-    ("[[exclude]]\n", ["[[exclude]] 1 is empty"]),
-    ("[grid]\ndepth = [2, 2]\n", ["runs 1 and 2 are the same config", "depth=2"]),
-    ("[grid]\nbatch_norm = [true]\nlayer_norm = [true]\n", ["batch_norm and layer_norm"]),
-    (
-        "[base]\ndataset = 'digits'\n[grid]\nn_samples = [200, 5000]\n",
-        ["[grid]", "n_samples=5000", "<= 1797"],
-    ),
-    ("[grid]\nn_samples = [64, 1000]\n", ["run 1 (n_samples=64)", "batch_size=128 must be <= n_samples=64"]),
-    ("[base\ndepth = 1\n", ["not valid TOML"]),
-]
 
 
 @pytest.mark.parametrize(("text", "fragments"), BAD, ids=[b[1][0][:40] for b in BAD])

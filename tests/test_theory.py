@@ -22,6 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import real_layers, real_runs
 
 from gradlab import theory as T  # noqa: N812
 from gradlab.nn.activations import get_activation
@@ -340,6 +341,28 @@ def test_compare_profile_accepts_sequence_mapping_and_metrics_frame():
         T.compare_profile([1.0, 2.0], pred)
 
 
+def test_compare_profile_reads_order_and_kind_from_the_layers_table():
+    pred = [4.0, 2.0, 1.0]
+    # free-text names: kind and forward order only in the layers table (names sort against it)
+    layers = pd.DataFrame({"run": "r", "layer": ["fc.in", "act.a", "fc.mid", "act.b", "fc.out"],
+                           "kind": ["dense", "activation", "dense", "activation", "dense"],
+                           "position": range(5), "activation": ["", "tanh", "", "tanh", ""]})
+    values = {"fc.out": 1.5, "act.b": 9.0, "fc.in": 6.0, "act.a": 8.0, "fc.mid": 3.0}
+    rows = [("r", 0, n, "grad_out_norm", v) for n, v in values.items()]
+    rows.append(("r", 1, "fc.in", "grad_out_norm", 99.0))  # step 1: not the profile
+    frame = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
+    gradlab_named = frame.assign(layer=frame["layer"].map(dict(zip(layers["layer"], [
+        "dense_0", "tanh_1", "dense_2", "tanh_3", "dense_4"], strict=True))))
+    want = T.compare_profile(gradlab_named, pred)
+    for measured in (frame, values):
+        pd.testing.assert_frame_equal(T.compare_profile(measured, pred, layers=layers), want)
+    # a mapping without a table: the caller's order, every entry a weighted layer
+    ordered = {"fc.in": 6.0, "fc.mid": 3.0, "fc.out": 1.5}
+    pd.testing.assert_frame_equal(T.compare_profile(ordered, pred), want)
+    with pytest.raises(ValueError, match="5 measured"):
+        T.compare_profile(values, pred)
+
+
 def test_activations_registry_is_fully_supported():
     for name in ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "softplus", "identity"):
         act = get_activation(name)
@@ -350,32 +373,19 @@ def test_activations_registry_is_fully_supported():
 
 # -- expected vs measured on recorded runs ------------------------------------------------------
 
-REAL_BASE = dict(depth=10, width=256, steps=0, dataset="gaussian", input_dim=256, n_classes=32, n_samples=64,
-                 batch_size=64)
-REAL_ARMS = {
-    "tanh-ordered": dict(activation="tanh", init="normal", weight_scale=0.8, bias_scale=0.1),
-    "relu-glorot": dict(activation="relu", init="glorot_uniform"),
-    "bn-relu": dict(activation="relu", init="he_normal", batch_norm=True),
-    # skipped before their metrics are read, so they can be small
-    "residual": dict(activation="relu", init="he_normal", residual=True, depth=2, width=16),
-    "dropout": dict(activation="relu", init="he_normal", dropout=0.1, depth=2, width=16),
-}
-
-
-@functools.lru_cache(maxsize=1)
-def real_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Five real runs at initialisation (three the theory covers, two it skips) and one failed row."""
-    from gradlab.experiment.config import Config
-    from gradlab.experiment.train import run
-
-    rows, frames = [], []
-    for name, arm in REAL_ARMS.items():
-        res = run(Config(name=name, **{**REAL_BASE, **arm}), run_id=name)
-        rows.append({"run": res.run, **res.config.to_dict(), "status": res.status,
-                     "diverged_step": res.diverged_step, "final_loss": res.final_loss})
-        frames.append(res.metrics)
-    rows.append({**rows[0], "run": "failed", "name": "failed", "status": "failed"})
-    return pd.DataFrame(rows).drop(columns="record_layers"), pd.concat(frames, ignore_index=True)
+def free_text_names(metrics: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The runs renamed PyTorch-style (``features.<n>``, numbered backwards from the output so the names
+    sort against forward order), rows sorted by name; returns (metrics, layers, free → gradlab name)."""
+    last = layers.groupby(layers["run"].astype(str))["position"].transform("max")
+    free = layers.assign(layer=[f"features.{n}" for n in (last - layers["position"]).astype(int)])
+    key = pd.MultiIndex.from_arrays([layers["run"].astype(str), layers["layer"].astype(str)])
+    to_free = pd.Series(free["layer"].to_numpy(), index=key)
+    m = metrics.assign(run=metrics["run"].astype(str), layer=metrics["layer"].astype(str))
+    names = to_free.reindex(pd.MultiIndex.from_arrays([m["run"], m["layer"]])).to_numpy()
+    m = m.assign(layer=np.where(m["layer"] == "", "", names)).sort_values(["layer", "run"], kind="stable")
+    back = dict(zip(zip(free["run"].astype(str), free["layer"], strict=True), layers["layer"].astype(str),
+                    strict=True))
+    return m.reset_index(drop=True), free, back
 
 
 def test_expected_vs_measured_on_real_runs():
@@ -403,6 +413,26 @@ def test_expected_vs_measured_on_real_runs():
     assert skipped.to_dict() == {"residual": "residual connections: no mean-field profile here",
                                  "dropout": "dropout: no mean-field profile here", "failed": "the run failed"}
     assert ev.loc[ev["reason"] != "", "layer_index"].isna().all()
+
+
+def test_expected_vs_measured_reads_the_layers_table_not_the_names():
+    runs, metrics = real_runs()
+    layers = real_layers()
+    assert set(layers["kind"]) >= {"dense", "activation", "batchnorm"}
+    want = expected_vs_measured(runs, metrics)  # gradlab's names: the table inferred from them
+    pd.testing.assert_frame_equal(expected_vs_measured(runs, metrics, layers=layers), want)
+    fm, fl, back = free_text_names(metrics, layers)
+    got = expected_vs_measured(runs, fm, layers=fl)
+    keys = zip(got["run"].astype(str), got["layer"].astype(str), strict=True)
+    names = [back.get(k, k[1]) for k in keys]
+    pd.testing.assert_frame_equal(got.assign(layer=pd.array(names, dtype="string")), want)
+    # the q_in estimate names the first weighted layer, whatever it is called
+    tanh = runs[runs["run"] == "tanh-ordered"].assign(dataset="blobs")
+    no_act = fm[(fm["run"] == "tanh-ordered") & ~fm["metric"].isin(["act_mean", "act_std"])]
+    reason = expected_vs_measured(tanh, no_act, layers=fl)["reason"].iloc[0]
+    assert "q_in needs features.20's act_mean" in reason
+    ok = expected_vs_measured(tanh, fm[fm["run"] == "tanh-ordered"], layers=fl)
+    assert (ok["reason"] == "").all() and ok["layer"].iloc[0] == "features.20"
 
 
 def test_expected_vs_measured_estimates_q_in_and_says_why_it_skips():

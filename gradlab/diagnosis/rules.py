@@ -84,7 +84,7 @@ def rule_ratio(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> l
     go = t.get("grad_out_norm")
     if go is None:
         return []
-    d = go.take(t.layer_kind[go.l] == "dense")
+    d = go.take(t.weighted[go.l])
     d = d.take(np.isfinite(d.v))
     if len(d.r) == 0:
         return []

@@ -1,7 +1,7 @@
 """The metrics a diagnosis reads, prepared once: the needed rows of the tidy frame as integer-coded arrays.
 
 :func:`prepare` selects the metrics the rules need (:data:`NEEDED`), codes runs and layers as
-integers (layers parsed from ``<kind>_<pos>`` names into kind and forward position) and sorts each
+integers (each run's layers with their kind and forward position from the layers table) and sorts each
 metric's rows by (run, layer, step) into a :class:`Rows`; the :class:`Table` holds them, plus what
 :func:`gradlab.diagnosis.rules.rule_diverged` looks up lazily. The rules themselves are in
 :mod:`gradlab.diagnosis.rules`.
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.records import METRIC_COLUMNS, layer_kind, layer_position
+from gradlab.records import METRIC_COLUMNS, WEIGHTED_KINDS, layers_for
 
 NEEDED = ("grad_out_norm", "grad_norm_total", "loss", "nonfinite", "saturation", "dead_frac",
           "dead_frac_window", "update_ratio")
@@ -39,7 +39,11 @@ class Rows:
 
 @dataclass
 class Table:
-    """The metrics a diagnosis needs, as integer-coded arrays; layers parsed once.
+    """The metrics a diagnosis needs, as integer-coded arrays.
+
+    A layer code is one layer of one run: ``layer_names``, ``layer_kind`` (its kind, or its
+    activation's name for activation layers), ``layer_pos`` (forward position; -1 for the network
+    level) and ``weighted`` (a weighted kind: its ‖∂L/∂y‖ enters the gradient-flow profile) by code.
 
     ``rows["dead"]`` holds ``dead_frac_window`` rows (flag True) and, for layers without them,
     ``dead_frac`` rows; ``rows["nonfinite"]`` only its rows > 0. Other metrics are looked up
@@ -51,6 +55,7 @@ class Table:
     layer_names: np.ndarray
     layer_kind: np.ndarray
     layer_pos: np.ndarray
+    weighted: np.ndarray
     rows: dict[str, Rows]
     raw: dict[str, Any]
     present: dict[str, np.ndarray]
@@ -70,8 +75,11 @@ class Table:
         return Rows(raw["r"][i], raw["l"][i], raw["step"][i], raw["v"][i])
 
 
-def prepare(metrics: pd.DataFrame, extra_runs: list[str] | None = None) -> Table:
-    """Select the needed rows and code runs and layers as integers (layers by forward position)."""
+def prepare(
+    metrics: pd.DataFrame, extra_runs: list[str] | None = None, layers: pd.DataFrame | None = None
+) -> Table:
+    """Select the needed rows and code runs and layers as integers; kinds and positions come from the
+    layers table (``None``: inferred, see :func:`gradlab.records.layers_for`)."""
     missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
     if missing:
         raise ValueError(f"metrics frame lacks column(s) {missing}; expected {METRIC_COLUMNS}")
@@ -79,13 +87,18 @@ def prepare(metrics: pd.DataFrame, extra_runs: list[str] | None = None) -> Table
     # metric with one stable sort, and do everything else on each metric's own rows.
     m_codes, m_uniq = pd.factorize(metrics["metric"])
     r_codes, r_uniq = pd.factorize(metrics["run"])
-    l_codes, l_uniq = pd.factorize(metrics["layer"])
+    n_codes, n_uniq = pd.factorize(metrics["layer"])
     all_runs = [str(r) for r in r_uniq]
     known = set(all_runs)
     runs = all_runs + [r for r in dict.fromkeys(extra_runs or []) if r not in known]
-    names = np.array([str(u) for u in l_uniq] + [""], dtype=object)  # code -1 (NA) → ""
-    kind, pos = _parse_layers(names)
-    l_codes[l_codes < 0] = len(names) - 1
+    # a layer code per (run, layer name): two runs may give one name different kinds or positions
+    n_names = np.int64(len(n_uniq) + 1)
+    n_codes[n_codes < 0] = n_names - 1  # NA → ""
+    l_codes, pair = pd.factorize(r_codes.astype(np.int64) * n_names + n_codes)
+    pair_run, pair_name = np.divmod(np.asarray(pair, dtype=np.int64), n_names)
+    all_names = np.array([str(u) for u in n_uniq] + [""], dtype=object)
+    names = all_names[pair_name]
+    kind, pos = _layer_info(metrics, layers, [all_runs[r] if r >= 0 else "" for r in pair_run], names)
     step_all = metrics["step"].to_numpy(dtype=np.int64)
     v_all = metrics["value"].to_numpy(dtype=np.float64)
     small = np.uint8 if len(m_uniq) < 255 else np.uint16 if len(m_uniq) < 65535 else np.int64
@@ -104,9 +117,9 @@ def prepare(metrics: pd.DataFrame, extra_runs: list[str] | None = None) -> Table
 
     idx = {m: subset(m) for m in (*NEEDED, "act_std")}
     present = {m: np.bincount(r_codes[i], minlength=n_runs) > 0 for m, i in idx.items() if i is not None}
-    is_dense = np.append(kind == "dense", False)
-    if idx["grad_out_norm"] is not None:  # only dense layers' ‖∂L/∂y‖ enter the ratio rules
-        idx["grad_out_norm"] = idx["grad_out_norm"][is_dense[l_codes[idx["grad_out_norm"]]]]
+    weighted = np.isin(kind, WEIGHTED_KINDS)
+    if idx["grad_out_norm"] is not None:  # only weighted layers' ‖∂L/∂y‖ enter the ratio rules
+        idx["grad_out_norm"] = idx["grad_out_norm"][weighted[l_codes[idx["grad_out_norm"]]]]
     if idx["nonfinite"] is not None:  # only the bad counts matter
         v = v_all[idx["nonfinite"]]
         idx["nonfinite"] = idx["nonfinite"][(v > 0) | ~np.isfinite(v)]
@@ -133,17 +146,33 @@ def prepare(metrics: pd.DataFrame, extra_runs: list[str] | None = None) -> Table
                           flag[order] if name == "dead" else None)
     raw = {"r": r_codes, "l": l_codes, "step": step_all, "v": v_all, "by_metric": by_metric,
            "bounds": bounds, "metric_code": {str(m): k for k, m in enumerate(m_uniq)}}
-    return Table(runs, names, kind, pos, rows, raw, present)
+    return Table(runs, names, kind, pos, weighted, rows, raw, present)
 
 
-def _parse_layers(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kind and forward position from ``<kind>_<pos>``; other names go after, in order of appearance."""
-    kind = np.array([layer_kind(n) for n in names], dtype=object)
-    pos = np.array([layer_position(n) for n in names], dtype=np.int64)
-    top = pos.max(initial=-1)
-    for j, i in enumerate(np.flatnonzero(pos < 0)):
-        pos[i] = top + 1 + j if names[i] else -1  # the network level ("") first
+def _layer_info(
+    metrics: pd.DataFrame, layers: pd.DataFrame | None, run_of: list[str], names: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer code: its kind (an activation layer's activation name) and forward position.
+
+    The network level ("") has kind "" and position -1; a layer missing from the table goes after
+    its run's known layers, in order of appearance, with kind "layer".
+    """
+    table = layers_for(metrics, layers)
+    label = np.where(table["kind"].astype(str) == "activation", table["activation"].astype(str),
+                     table["kind"].astype(str))
+    info = dict(zip(zip(table["run"].astype(str), table["layer"].astype(str), strict=True),
+                    zip(label, table["position"].astype(np.int64), strict=True), strict=True))
+    kind = np.empty(len(names), dtype=object)
+    pos = np.empty(len(names), dtype=np.int64)
+    top: dict[str, int] = {}
+    for (run, _), (_, p) in info.items():
+        top[run] = max(top.get(run, -1), int(p))
+    for i, (run, name) in enumerate(zip(run_of, names, strict=True)):
+        if name == "":
+            kind[i], pos[i] = "", -1
+        elif (run, name) in info:
+            kind[i], pos[i] = info[(run, name)]
+        else:
+            top[run] = top.get(run, -1) + 1
+            kind[i], pos[i] = "layer", top[run]
     return kind, pos
-
-
-__all__ = ["NEEDED", "Rows", "Table", "prepare"]

@@ -59,19 +59,22 @@ def diagnose(
     metrics: pd.DataFrame,
     runs: pd.DataFrame | None = None,
     *,
+    layers: pd.DataFrame | None = None,
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     detail: bool = False,
 ) -> pd.DataFrame:
     """Findings for every run in ``metrics`` (and ``runs``): one row per run and rule, see module doc.
 
     Args:
+        layers: the layers table (kind and forward position of each run's layers); None infers it
+            from the metrics (:func:`gradlab.records.layers_for`).
         detail: one row per affected layer for the layer-wise rules instead of one per run and rule.
     """
     th = resolve_thresholds(thresholds)
     if runs is not None and "run" not in runs.columns:
         raise ValueError("runs table lacks the 'run' column")
     extra = [str(r) for r in runs["run"]] if runs is not None else []
-    t = prepare(metrics, extra)
+    t = prepare(metrics, extra, layers)
     code = {r: i for i, r in enumerate(t.runs)}
     checked = {k: np.zeros(len(t.runs), dtype=bool) for k in _CHECKED}
     raw = rule_diverged(t, runs, code, checked)
@@ -110,7 +113,8 @@ def diagnose(
             "metric": "dead_frac_window" if f.get("windowed") else metric,
             "severity": "info" if f["cause"] else SEVERITY[f["kind"]], "cause": f["cause"],
             "message": finding_message(f, t, th, str(name)),
-            "fix": suggest_fix(f["kind"], f["rule"], cfg, str(name), cause=f["cause"]),
+            "fix": suggest_fix(f["kind"], f["rule"], cfg, str(t.layer_kind[f["l"]]) if f["l"] >= 0 else "",
+                               cause=f["cause"]),
             "_order": (KINDS.index(f["kind"]), f["step"] if f["step"] is not None else -1,
                        int(t.layer_pos[f["l"]]) if f["l"] >= 0 else -1),
         })

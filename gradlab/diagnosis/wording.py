@@ -11,7 +11,6 @@ from gradlab.diagnosis.findings import fmt_num
 from gradlab.diagnosis.table import Table
 from gradlab.diagnosis.thresholds import Thresholds
 from gradlab.nn.activations import BOUNDED
-from gradlab.records import layer_kind
 
 
 def _short(names: list[str], keep: int = 4) -> str:
@@ -123,7 +122,8 @@ def _lr(cfg: Mapping[str, Any], factor: float) -> str:
 
 def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = None, layer: str = "",
                 *, cause: str = "") -> str:
-    """A concrete fix for a finding, tailored by the run's config (activation, init, batch_norm…)."""
+    """A concrete fix for a finding, tailored by the run's config (activation, init, batch_norm…);
+    ``layer`` is the affected layer's kind, or its activation's name (``tanh``)."""
     c = config or {}
     if cause == "vanishing":
         return (f"fix the vanishing gradient first (see its finding); if updates stay this small, raise the "
@@ -158,7 +158,7 @@ def suggest_fix(kind: str, rule: str = "", config: Mapping[str, Any] | None = No
         clip = "" if _num(c, "clip_norm") else ", clip gradients (clip_norm=1)"
         return f"lower the learning rate{_lr(c, 0.1)}{clip}, or check the init scale{tail}"
     if kind == "saturation":
-        a = layer_kind(layer) if layer else (act or "the activation")
+        a = layer or act or "the activation"
         norm = "" if has_norm else ", add batch/layer norm before it"
         return (f"keep {a}'s inputs near 0: Glorot init (init='glorot_uniform') or a smaller weight_scale"
                 f"{norm}, or switch to a ReLU-family activation")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gradlab.experiment.config import Config, ConfigError
 from gradlab.experiment.runner import run_sweep
-from gradlab.experiment.store import load_hists, load_results
+from gradlab.experiment.store import load_hists, load_layers, load_results
 from gradlab.experiment.sweep import Sweep, SweepError, load_sweep
 from gradlab.experiment.train import RunResult, run, train_loop
 
@@ -15,6 +15,7 @@ __all__ = [
     "Sweep",
     "SweepError",
     "load_hists",
+    "load_layers",
     "load_results",
     "load_sweep",
     "run",

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradlab.experiment.data import DATASETS
-from gradlab.monitor.observer import STAT_GROUPS
 from gradlab.nn.activations import ACTIVATIONS
 from gradlab.nn.init import INITS
 from gradlab.nn.optim import OPTIMIZERS
+from gradlab.statistics import STAT_GROUPS
 
 
 class ConfigError(ValueError):

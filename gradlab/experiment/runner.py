@@ -23,26 +23,22 @@ import os
 import signal
 import threading
 import time
-import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradlab.atomic import frame_to_parquet
 from gradlab.experiment import store
 from gradlab.experiment.config import Config
+from gradlab.experiment.single import RunFn, execute, failed_payload, single_blas_thread
 from gradlab.experiment.sweep import Sweep
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from gradlab.experiment.train import RunResult
 
-RunFn = Callable[[Config, str], "RunResult"]
 BLAS_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
@@ -91,60 +87,6 @@ class SweepSummary:
 
 
 # -- one run (executed in the worker) -----------------------------------------------------------------
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _blas() -> list[dict[str, Any]]:
-    from threadpoolctl import threadpool_info
-
-    return [
-        {"api": i.get("internal_api"), "num_threads": i.get("num_threads")}
-        for i in threadpool_info()
-        if i.get("user_api") == "blas"
-    ]
-
-
-def _default_run(config: Config, run_id: str) -> RunResult:
-    from gradlab.experiment.train import run
-
-    return run(config, run_id)
-
-
-def execute(config: Config, run_id: str, run_fn: RunFn | None = None) -> dict[str, Any]:
-    """Run one config; return ``{"manifest", "metrics", "hists"}`` (Parquet bytes). A run that raises
-    comes back with status "failed", its traceback and no frames: this never raises an Exception."""
-    t0 = time.perf_counter()
-    manifest = store.new_manifest(config, run_id)
-    manifest["blas"] = _blas()
-    manifest["started"] = _now()
-    try:
-        cpu0 = time.process_time()
-        res = (run_fn or _default_run)(config, run_id)
-        cpu = time.process_time() - cpu0
-        metrics, hists = frame_to_parquet(res.metrics), frame_to_parquet(res.hists)
-    except Exception:
-        manifest["wall_time_s"] = time.perf_counter() - t0
-        return _failed(manifest, traceback.format_exc())
-    manifest.update(
-        status=res.status,
-        steps_done=res.steps_done,
-        diverged_step=res.diverged_step,
-        diverged_layer=res.diverged_layer,
-        final_loss=store.float_to_json(res.final_loss),
-        wall_time_s=res.wall_time_s,
-        cpu_time_s=cpu,  # well below wall_time_s: the worker waited for a core
-        finished=_now(),
-    )
-    return {"manifest": manifest, "metrics": metrics, "hists": hists}
-
-
-def _failed(manifest: dict[str, Any], error: str) -> dict[str, Any]:
-    """The payload of a failed run: the run raised, its worker died, or Dask gave up on it."""
-    manifest.update(error=error, finished=_now())
-    return {"manifest": manifest, "metrics": None, "hists": None}
-
-
 def _death(exitcode: int | None) -> str:
     how = (
         f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
@@ -246,7 +188,7 @@ def _run_local(
                 deaths[run_id] += 1
                 w.proc.join(timeout=5)
                 if deaths[run_id] >= MAX_WORKER_DEATHS:
-                    record(_failed(store.new_manifest(config, run_id), _death(w.proc.exitcode)))
+                    record(failed_payload(store.new_manifest(config, run_id), _death(w.proc.exitcode)))
                 else:
                     queue.appendleft((config, run_id))
                 w.stop(kill=True)  # replaced above, once there is a run for it
@@ -261,19 +203,6 @@ def _run_inline(todo: list[tuple[Config, str]], run_fn: RunFn | None, record: Ca
     with single_blas_thread():
         for config, run_id in todo:
             record(execute(config, run_id, run_fn))
-
-
-@contextlib.contextmanager
-def single_blas_thread() -> Iterator[None]:
-    """Limit BLAS to one thread in this process for the block (it is restored after).
-
-    The matrices of a run are small: extra BLAS threads only contend (5-10x slower on a busy 2-vCPU
-    machine). threadpoolctl can do this here because numpy is already loaded.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def _run_dask(
@@ -302,7 +231,7 @@ def _run_dask(
                 payload = fut.result()
             except Exception as exc:  # e.g. KilledWorker: the task's worker died repeatedly
                 error = f"Dask could not run it: {type(exc).__name__}: {exc}"
-                payload = _failed(store.new_manifest(config, run_id), error)
+                payload = failed_payload(store.new_manifest(config, run_id), error)
             fut.release()
             record(payload)
     finally:
@@ -357,14 +286,15 @@ def run_sweep(
 
     with store.locked(out):
         store.clean_temp_files(out)
-        store.write_sweep_file(out, list(unique.values()), sweep if isinstance(sweep, Sweep) else None)
+        about = sweep.describe() if isinstance(sweep, Sweep) else None
+        store.write_sweep_file(out, list(unique.values()), about)
         todo = [(c, k) for k, c in unique.items() if not store.is_finished(out, k)]
         total, skipped = len(unique), len(unique) - len(todo)
         counts: Counter[str] = Counter()
 
         def record(payload: dict[str, Any]) -> None:
             m = payload["manifest"]
-            store.write_run(out, m, payload["metrics"], payload["hists"])
+            store.write_run(out, m, payload["metrics"], payload["hists"], payload.get("layers"))
             counts[m["status"]] += 1
             if progress is not None:
                 ran = sum(counts.values())
@@ -400,3 +330,27 @@ def run_sweep(
         wall_time_s=time.perf_counter() - t0,
         runs=runs,
     )
+
+
+def run_one(
+    config: Config, out: str | Path | None = None
+) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None]:
+    """Run one config (into the results folder ``out``, resumably, when given; else in memory) and
+    return its manifest, metrics frame and layers table (None for a failed run)."""
+    import io
+
+    import pandas as pd
+
+    if out is not None:
+        run_sweep([config], out, jobs=0)
+        manifest = store.read_manifest(out, config.key()) or {"status": "failed", "error": "no manifest"}
+        if manifest.get("status") == "failed":
+            return manifest, None, None
+        run_path = store.run_dir(out, config.key())
+        return manifest, store.load_results(run_path)[1], store.load_layers(run_path)
+    with single_blas_thread():
+        payload = execute(config, config.key())
+    if payload["metrics"] is None:
+        return payload["manifest"], None, None
+    frames = [pd.read_parquet(io.BytesIO(payload[k])) for k in ("metrics", "layers")]
+    return payload["manifest"], frames[0], frames[1]

@@ -6,6 +6,7 @@ Layout of a results folder ``DIR``::
     DIR/runs.parquet                    the runs table, rebuilt from the manifests at the end of a sweep
     DIR/runs/<run_id>/metrics.parquet   tidy metrics frame of one run (run, step, layer, metric, value)
     DIR/runs/<run_id>/hists.parquet     tidy histogram frame (run, step, layer, quantity, bin, count)
+    DIR/runs/<run_id>/layers.parquet    layers table (run, layer, kind, position, activation, shape)
     DIR/runs/<run_id>/manifest.json     config, status, divergence, timing, versions; written LAST
 
 Every file is written atomically (temporary file in the same folder, fsync, ``os.replace``), so a reader
@@ -22,22 +23,23 @@ import math
 import os
 import platform
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradlab.atomic import write_bytes, write_frame, write_json
+from gradlab.records import HISTS_DTYPES, LAYERS_DTYPES, METRICS_DTYPES, infer_layers
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from gradlab.experiment.config import Config
-    from gradlab.experiment.sweep import Sweep
 
 MANIFEST = "manifest.json"
 METRICS_FILE = "metrics.parquet"
 HISTS_FILE = "hists.parquet"
+LAYERS_FILE = "layers.parquet"
 SWEEP_FILE = "sweep.json"
 RUNS_FILE = "runs.parquet"
 RUNS_DIR = "runs"
@@ -82,17 +84,6 @@ RUNS_COLUMNS: dict[str, str] = {
     "wall_time_s": "float64",
     "error": "string",
 }
-METRICS_DTYPES = {"run": "string", "step": "int64", "layer": "string", "metric": "string", "value": "float64"}
-HISTS_DTYPES = {
-    "run": "string",
-    "step": "int64",
-    "layer": "string",
-    "quantity": "string",
-    "bin": "int64",
-    "count": "int64",
-}
-
-
 class StoreError(ValueError):
     """A results folder is missing, damaged, or holds a different sweep."""
 
@@ -172,14 +163,20 @@ def is_finished(out: str | Path, run_id: str) -> bool:
     return m is not None and m.get("key") == run_id and m.get("status") in FINISHED
 
 
-def write_run(out: str | Path, manifest: dict[str, Any], metrics: bytes | None, hists: bytes | None) -> Path:
+def write_run(
+    out: str | Path,
+    manifest: dict[str, Any],
+    metrics: bytes | None,
+    hists: bytes | None,
+    layers: bytes | None = None,
+) -> Path:
     """Write one run's files: Parquet first, the manifest last (it marks the run finished).
 
     A failed run (``metrics is None``) has stale Parquet files of an earlier attempt removed first.
     """
     d = run_dir(out, manifest["run"])
     d.mkdir(parents=True, exist_ok=True)
-    for name, data in ((METRICS_FILE, metrics), (HISTS_FILE, hists)):
+    for name, data in ((METRICS_FILE, metrics), (HISTS_FILE, hists), (LAYERS_FILE, layers)):
         if data is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(d / name)
@@ -221,16 +218,17 @@ def locked(out: str | Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def write_sweep_file(out: str | Path, configs: list[Config], sweep: Sweep | None = None) -> None:
-    """Write ``sweep.json`` for these runs (and the sweep they come from, if any); refuse if the folder
-    already holds a sweep with other runs."""
+def write_sweep_file(out: str | Path, configs: list[Config], sweep: Mapping[str, Any] | None = None) -> None:
+    """Write ``sweep.json`` for these runs (and the sweep they come from: ``Sweep.describe()``, if any);
+    refuse if the folder already holds a sweep with other runs."""
     path = Path(out) / SWEEP_FILE
+    sweep = sweep or {}
     info = {
         "format": FORMAT,
-        "name": sweep.name if sweep else "",
-        "description": sweep.description if sweep else "",
-        "path": sweep.path if sweep else None,
-        "source": sweep.source if sweep else None,
+        "name": sweep.get("name", ""),
+        "description": sweep.get("description", ""),
+        "path": sweep.get("path"),
+        "source": sweep.get("source"),
         "runs": [{"run": c.key(), "name": c.name, "config": c.to_dict()} for c in configs],
     }
     if path.exists():
@@ -339,3 +337,24 @@ def load_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def load_hists(path: str | Path) -> pd.DataFrame:
     """The tidy histogram frame of every finished run in a results folder (or one run's folder)."""
     return _read_frames(_manifests(Path(path)), HISTS_FILE, HISTS_DTYPES)
+
+
+def load_layers(path: str | Path) -> pd.DataFrame:
+    """The layers table of every finished run in a results folder (or one run's folder): kind, forward
+    position, activation and shape per run and layer. A run saved without one gets it inferred from
+    its metrics (:func:`gradlab.records.infer_layers`)."""
+    import pandas as pd
+
+    parts = []
+    for m in _manifests(Path(path)):
+        if m["status"] not in FINISHED:
+            continue
+        try:
+            parts.append(pd.read_parquet(m["_dir"] / LAYERS_FILE, engine="pyarrow"))
+        except FileNotFoundError:
+            cols = ["run", "layer", "metric"]
+            metrics = pd.read_parquet(m["_dir"] / METRICS_FILE, engine="pyarrow", columns=cols)
+            parts.append(infer_layers(metrics))
+    if not parts:
+        return pd.DataFrame({k: pd.Series(dtype=v) for k, v in LAYERS_DTYPES.items()})
+    return pd.concat(parts, ignore_index=True)[list(LAYERS_DTYPES)].astype(LAYERS_DTYPES)

@@ -49,6 +49,10 @@ class Sweep:
     source: str | None = None  # the TOML text it was read from
     path: str | None = None
 
+    def describe(self) -> dict[str, Any]:
+        """What a results folder keeps of the sweep itself: name, description, file path and text."""
+        return {"name": self.name, "description": self.description, "path": self.path, "source": self.source}
+
     def configs(self) -> list[Config]:
         """Every run's Config, in the documented deterministic order (validated)."""
         where = self.path or "sweep"

@@ -113,6 +113,7 @@ class RunResult:
     wall_time_s: float
     metrics: pd.DataFrame = field(repr=False)
     hists: pd.DataFrame = field(repr=False)
+    layers: pd.DataFrame = field(repr=False)
 
 
 def build(config: Config) -> tuple[Dataset, Network, Optimizer]:
@@ -193,6 +194,7 @@ def run(config: Config, run_id: str | None = None) -> RunResult:
         wall_time_s=time.perf_counter() - t0,
         metrics=monitor.frame(),
         hists=monitor.hist_frame(),
+        layers=monitor.layers_frame(),
     )
 
 

@@ -55,7 +55,14 @@ class GradientMonitor(Monitor):
                 continue
             layer = layers[name]
             act = getattr(layer, "fn", None)
-            obs.add_layer(name, layer.kind, act if isinstance(act, ActivationFn) else None)
+            keys = PARAM_KEYS.get(layer.kind)
+            fan_in = fan_out = n_params = None
+            if keys is not None:
+                w = layer.params[keys[0]]
+                fan_in, fan_out = (w.shape[0], w.shape[-1]) if w.ndim > 1 else (w.size, w.size)
+                n_params = sum(int(v.size) for v in layer.params.values())
+            obs.add_layer(name, layer.kind, act if isinstance(act, ActivationFn) else None,
+                          fan_in=fan_in, fan_out=fan_out, n_params=n_params)
         self._scratch = np.full(len(obs.recorder.columns), np.nan)
 
     def on_forward(self, name: str, layer: Any, x: Array, y: Array) -> None:
@@ -132,6 +139,10 @@ class GradientMonitor(Monitor):
     def hist_frame(self) -> pd.DataFrame:
         """The tidy histogram frame."""
         return self.observer.hist_frame()
+
+    def layers_frame(self) -> pd.DataFrame:
+        """The layers table (kind, forward position, activation, shape of each recorded layer)."""
+        return self.observer.layers_frame()
 
     def save(self, path: str | Path) -> Path:
         """Write the recorded frames as Parquet (see :meth:`Observer.save`)."""

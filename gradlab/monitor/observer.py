@@ -19,83 +19,43 @@ from gradlab.atomic import write_frame
 from gradlab.monitor.stats import count_nonfinite, log2_hist, moments, ratio, relu_stats, rule_stats, sq_norm
 from gradlab.nn.activations import ActivationFn, get_activation
 from gradlab.nn.hooks import Schedule, schedule_fn
-from gradlab.records import METRICS, NETWORK_METRICS, Recorder
+from gradlab.records import LAYERS_DTYPES, NETWORK_METRICS, WEIGHTED_KINDS, Recorder
+from gradlab.statistics import BY_NAME, FAST_PATH, STATISTICS, layer_statistics, reference, stat_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Array = np.ndarray
 
-_FLOW = ("grad_in_norm", "grad_out_norm", "act_mean", "act_std", "nonfinite")
-_PARAM = ("grad_norm", "grad_b_norm", "weight_norm", "update_ratio")
 PARAM_KEYS = {"dense": ("W", "b"), "batchnorm": ("gamma", "beta"), "layernorm": ("gamma", "beta")}
-
-STAT_GROUPS: dict[str, tuple[str, ...]] = {
-    "gradients": ("grad_norm", "grad_b_norm", "grad_in_norm", "grad_out_norm", "nonfinite"),
-    "weights": ("weight_norm", "update_ratio"),
-    "activations": ("act_mean", "act_std"),
-    "units": ("saturation", "inactive_frac", "dead_frac", "dead_frac_window"),
-}
-"""Statistics by group; ``gradients`` (with ``nonfinite``, the divergence guard) is always recorded."""
-
-
-def stat_metrics(stats: Sequence[str] | None) -> frozenset[str]:
-    """The layer metrics the named groups record (None: every group); unknown groups list the allowed."""
-    if stats is None:
-        return frozenset(m for group in STAT_GROUPS.values() for m in group)
-    names = [stats] if isinstance(stats, str) else list(stats)
-    unknown = [g for g in names if g not in STAT_GROUPS]
-    if unknown:
-        raise ValueError(f"stats={unknown!r}: unknown group(s); allowed: {', '.join(STAT_GROUPS)}")
-    return frozenset(m for g in ("gradients", *names) for m in STAT_GROUPS[g])
+"""The (weight, bias) parameter names of gradlab's layer kinds that have parameters."""
 
 
 def layer_metrics(
-    kind: str, activation: ActivationFn | None, stats: Sequence[str] | None = None
+    kind: str,
+    activation: ActivationFn | None,
+    stats: Sequence[str] | None = None,
+    has_params: bool | None = None,
 ) -> tuple[str, ...]:
     """The metrics recorded for a layer of this kind (and activation rule), within ``stats`` groups."""
-    metrics = list(_FLOW)
-    if kind in PARAM_KEYS:
-        metrics = list(_PARAM) + metrics
-    if activation is not None:
-        if activation.saturated is not None:
-            metrics.append("saturation")
-        if activation.inactive is not None:
-            metrics += ["inactive_frac", "dead_frac", "dead_frac_window"]
-    wanted = stat_metrics(stats)
-    return tuple(m for m in metrics if m in wanted)
+    params = kind in PARAM_KEYS if has_params is None else has_params
+    bounded = activation is not None and activation.saturated is not None
+    rectifier = activation is not None and activation.inactive is not None
+    return layer_statistics(params, bounded, rectifier, stats)
 
 
 class _Slot:
-    """Where one layer's metrics go (column indices, −1 when absent) and its recent unit activity."""
+    """Where one layer's metrics go (column ``c_<metric>``, −1 when absent) and its recent unit activity."""
 
-    __slots__ = (
-        "c_act_mean",
-        "c_act_std",
-        "c_dead_frac",
-        "c_dead_frac_window",
-        "c_grad_b_norm",
-        "c_grad_in_norm",
-        "c_grad_norm",
-        "c_grad_out_norm",
-        "c_inactive_frac",
-        "c_nonfinite",
-        "c_saturation",
-        "c_update_ratio",
-        "c_weight_norm",
-        "kind",
-        "last_active",
-        "name",
-        "relu",
-        "rule_inactive",
-        "rule_saturated",
-    )  # fmt: skip
+    __slots__ = ("act", "extra", "kind", "last_active", "name", "relu", "rule_inactive", "rule_saturated",
+                 *(f"c_{s.name}" for s in STATISTICS))
 
     def __init__(self, name: str, kind: str, act: ActivationFn | None, cols: dict[str, int]) -> None:
-        self.name, self.kind = name, kind
-        for metric in METRICS:
-            if hasattr(type(self), f"c_{metric}"):
-                setattr(self, f"c_{metric}", cols.get(metric, -1))
+        self.name, self.kind, self.act = name, kind, act
+        for stat in STATISTICS:
+            setattr(self, f"c_{stat.name}", cols.get(stat.name, -1))
+        # table entries without a NumPy fast path: computed from their definitions
+        self.extra = tuple((cols[m], BY_NAME[m]) for m in cols if m not in FAST_PATH)
         self.relu = act is not None and act.name == "relu"
         self.rule_saturated = act.saturated if act is not None else None
         self.rule_inactive = act.inactive if act is not None else None
@@ -125,6 +85,7 @@ class Observer:
         self.hist_schedule = (lambda s: False) if not hist_every else schedule_fn(hist_every)
         self.recorder = Recorder([], run=run)
         self.slots: dict[str, _Slot] = {}
+        self._layers: dict[str, list] = {}  # name → [kind, position, activation, fan_in, fan_out, n_params]
         self._row: Array | None = None
         self._row_step: int | None = None
         self._net_cols = {m: self._add_column("", m) for m in NETWORK_METRICS}
@@ -137,13 +98,37 @@ class Observer:
             self._row = self.recorder.values()[-1]
         return i
 
-    def add_layer(self, name: str, kind: str, activation: str | ActivationFn | None = None) -> None:
-        """Declare a layer (optional: :meth:`observe` declares unseen layers on first use)."""
+    def add_layer(
+        self,
+        name: str,
+        kind: str,
+        activation: str | ActivationFn | None = None,
+        *,
+        has_params: bool | None = None,
+        fan_in: int | None = None,
+        fan_out: int | None = None,
+        n_params: int | None = None,
+    ) -> None:
+        """Declare a layer, next in forward order (optional: :meth:`observe` declares unseen layers on
+        first use, in the order it first sees them)."""
         if name in self.slots:
             return
         act = get_activation(activation) if activation is not None else None
-        cols = {m: self._add_column(name, m) for m in layer_metrics(kind, act, self.stats)}
+        if has_params is None:
+            has_params = kind in PARAM_KEYS or kind in WEIGHTED_KINDS
+        cols = {m: self._add_column(name, m) for m in layer_metrics(kind, act, self.stats, has_params)}
         self.slots[name] = _Slot(name, kind, act, cols)
+        table_kind = "activation" if act is not None else kind
+        position = len(self._layers)
+        self._layers[name] = [table_kind, position, act.name if act else "", fan_in, fan_out, n_params]
+
+    def _shape_from(self, name: str, x: Array | None, y: Array | None) -> None:
+        """Fill a layer's unknown fan-in/fan-out from the units (axis 1) of its input and output."""
+        info = self._layers[name]
+        if info[3] is None and x is not None and x.ndim > 1:
+            info[3] = int(x.shape[1])
+        if info[4] is None and y is not None and y.ndim > 1:
+            info[4] = int(y.shape[1])
 
     def row_for(self, step: int) -> Array:
         """The row of ``step`` (a view into the recorder), started when ``step`` is new."""
@@ -185,7 +170,13 @@ class Observer:
         if layer not in self.slots:
             if kind is None:
                 kind = "activation" if activation is not None else "dense" if weight is not None else "layer"
-            self.add_layer(layer, kind, activation)
+            n_params = None
+            if weight is not None:
+                n_params = int(weight.size) + (int(bias_grad.size) if bias_grad is not None else 0)
+            given = weight is not None or weight_grad is not None
+            self.add_layer(layer, kind, activation, has_params=True if given else None, n_params=n_params)
+            self._shape_from(layer, grad_in if preactivation is None else preactivation, output)
+            self._shape_from(layer, None, grad_out)
         slot = self.slots[layer]
         row = self.row_for(step)
         tick = self.recorder.n_steps - 1
@@ -200,6 +191,8 @@ class Observer:
         """Statistics of a layer's output y (and input x); True when y is non-finite or overflows."""
         if y is None:
             return False
+        if self._layers[slot.name][4] is None:
+            self._shape_from(slot.name, x, y)
         mean, std, ss = moments(y)
         if slot.c_act_mean >= 0:
             row[slot.c_act_mean] = mean
@@ -214,6 +207,8 @@ class Observer:
             act = relu_stats(y) if slot.relu else rule_stats(y, x, slot.rule_inactive)
             if act is not None:
                 self._activity(slot, row, act[0], act[1], tick)
+        if slot.extra:
+            self._by_definition(slot, row, {"output": y, "input": x})
         return bad > 0 or not math.isfinite(ss)
 
     def backward_stats(
@@ -261,8 +256,21 @@ class Observer:
                 row[slot.c_grad_b_norm] = math.sqrt(v)
                 bad += count_nonfinite(db, v)
         prev = row[slot.c_nonfinite]
-        row[slot.c_nonfinite] = bad + (0 if prev != prev else prev)
+        row[slot.c_nonfinite] = bad + (0 if math.isnan(prev) else prev)
+        if slot.extra:
+            arrays = {"grad_in": gin, "grad_out": gout, "weight": W, "weight_grad": dW, "bias_grad": db,
+                      "update": upd}
+            self._by_definition(slot, row, arrays)
         return bad > 0 or over
+
+    @staticmethod
+    def _by_definition(slot: _Slot, row: Array, arrays: dict[str, Array | None]) -> None:
+        """Statistics with no fast path, from the table's definitions, when their arrays are at hand."""
+        for col, stat in slot.extra:
+            if stat.needs and all(arrays.get(k) is not None for k in stat.needs):
+                value = reference(stat.name, arrays, slot.act)
+                if value is not None:
+                    row[col] = value
 
     @staticmethod
     def update_ratio(slot: _Slot, row: Array, update_sq: float) -> None:
@@ -315,15 +323,24 @@ class Observer:
         """The tidy metrics frame ``run, step, layer, metric, value``."""
         return self.recorder.frame()
 
+    def layers_frame(self) -> pd.DataFrame:
+        """The layers table: per declared layer its kind, forward position, activation and shape."""
+        import pandas as pd
+
+        rows = [[self.run, name, *info] for name, info in self._layers.items()]
+        df = pd.DataFrame(rows, columns=list(LAYERS_DTYPES))
+        return df.astype(LAYERS_DTYPES)
+
     def hist_frame(self) -> pd.DataFrame:
         """The tidy log-magnitude histogram frame."""
         return self.recorder.hist_frame()
 
     def save(self, path: str | Path) -> Path:
-        """Write the metrics frame to ``path`` as Parquet (atomically), and the histograms, if any
-        were recorded, beside it as ``<stem>.hists.parquet``; ``pandas.read_parquet`` reads them."""
+        """Write the metrics frame to ``path`` as Parquet (atomically), the layers table beside it as
+        ``<stem>.layers.parquet`` and the histograms, if any were recorded, as ``<stem>.hists.parquet``."""
         path = Path(path)
         write_frame(path, self.frame())
+        write_frame(path.with_name(f"{path.stem}.layers.parquet"), self.layers_frame())
         hists = self.hist_frame()
         if len(hists):
             write_frame(path.with_name(f"{path.stem}.hists.parquet"), hists)

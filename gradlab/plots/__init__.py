@@ -1,10 +1,11 @@
 """Charts: DataFrame → matplotlib Figure (object API on the Agg canvas, no pyplot state, no disk I/O).
 
 Each chart is a pure ``<chart>_series`` function, unit-tested on small frames, and a ``plot_<chart>``
-renderer that draws its output. The code lives in ``plots_common`` (layer order, arm labels and
-colours), ``plots_layers`` (per-layer charts), ``plots_dists`` (per-layer distributions) and
-``plots_runs`` (per-run and sweep charts); matplotlib is imported only when a renderer (or
-:func:`arm_colors`) runs.
+renderer that draws its output. The code lives in ``plots.common`` (the layers table, arm labels and
+colours), ``plots.layers`` (per-layer charts), ``plots.dists`` (per-layer distributions) and
+``plots.runs`` (per-run and sweep charts); matplotlib is imported only when a renderer (or
+:func:`arm_colors`) runs. A layer's kind and forward position come from the layers table
+(:data:`gradlab.records.LAYERS_DTYPES`; the ``layers`` argument, inferred when None), never from its name.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from gradlab.plots.common import (
     arm_colors,
     arm_labels,
     config_columns,
-    layer_kind,
-    layer_position,
+    layer_table,
     natural_key,
-    sort_layers,
     varying_axes,
 )
 from gradlab.plots.dists import distribution_series, plot_distributions
@@ -48,8 +47,7 @@ __all__ = [
     "gradient_flow_series",
     "gradient_ratio",
     "heatmap_series",
-    "layer_kind",
-    "layer_position",
+    "layer_table",
     "natural_key",
     "plot_clipping",
     "plot_distributions",
@@ -60,7 +58,6 @@ __all__ = [
     "plot_sweep_matrix",
     "plot_training_curves",
     "saturation_series",
-    "sort_layers",
     "sweep_matrix_series",
     "training_curves_series",
     "varying_axes",

@@ -24,7 +24,7 @@ from gradlab.arms import (  # noqa: F401 (re-exported: the charts' vocabulary)
     natural_rank,
     varying_axes,
 )
-from gradlab.records import layer_kind, layer_position, sort_layers  # noqa: F401 (re-exported)
+from gradlab.records import WEIGHTED_KINDS, layers_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -80,10 +80,38 @@ def metric_rows(metrics: pd.DataFrame, metric: str | Sequence[str]) -> pd.DataFr
     )
 
 
-def dense_index(layers: Iterable[str]) -> dict[str, int]:
-    """Dense layers in forward order → 0, 1, 2, … (the theory's layer index; the last is the output)."""
-    dense = [n for n in sort_layers(layers) if layer_kind(n) == "dense"]
-    return {n: i for i, n in enumerate(dense)}
+def layer_table(metrics: pd.DataFrame, layers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The runs' layers table (:func:`gradlab.records.layers_for`): str/int columns, forward order."""
+    cols = ["run", "layer", "kind", "position", "activation"]
+    if metrics is None or not len(metrics):
+        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "position" else object) for c in cols})
+    t = layers_for(metrics, layers)
+    t = pd.DataFrame({"run": t["run"].astype(str).to_numpy(dtype=object),
+                      "layer": t["layer"].astype(str).to_numpy(dtype=object),
+                      "kind": t["kind"].astype(str).to_numpy(dtype=object),
+                      "position": t["position"].to_numpy(dtype=np.int64),
+                      "activation": t["activation"].fillna("").astype(str).to_numpy(dtype=object)})
+    return t.sort_values(["run", "position", "layer"], kind="stable").reset_index(drop=True)
+
+
+def weighted_index(table: pd.DataFrame) -> pd.DataFrame:
+    """Each run's weighted layers in forward order → ``layer_index`` 0, 1, 2, … (the last is the output)."""
+    w = table[table["kind"].isin(WEIGHTED_KINDS)]
+    w = w.assign(layer_index=w.groupby("run", sort=False).cumcount().astype(np.int64))
+    return w[["run", "layer", "layer_index"]].reset_index(drop=True)
+
+
+def with_positions(frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (columns ``run, layer``, str) with each layer's forward ``position`` (-1 when unknown)."""
+    pos = table.set_index(["run", "layer"])["position"]
+    keys = pd.MultiIndex.from_arrays([frame["run"], frame["layer"]])
+    return frame.assign(position=pos.reindex(keys).fillna(-1).to_numpy(dtype=np.int64))
+
+
+def in_forward_order(frame: pd.DataFrame) -> list[str]:
+    """The unique layer names of a series frame (columns ``layer, position``), by position then name."""
+    order = frame[["layer", "position"]].drop_duplicates().sort_values(["position", "layer"], kind="stable")
+    return list(dict.fromkeys(order["layer"]))
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, height: float = 3.6, width: float = FIG_WIDTH,

@@ -1,6 +1,6 @@
 """Per-layer distribution chart: the fraction of entries per log10-magnitude bin, from histograms.
 
-A pure :func:`distribution_series` and its renderer :func:`plot_distributions` (see plots_layers).
+A pure :func:`distribution_series` and its renderer :func:`plot_distributions` (see plots.layers).
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from gradlab.plots.common import layer_kind, layer_position, new_figure, sort_layers, suptitle
+from gradlab.plots.common import in_forward_order, layer_table, new_figure, suptitle, with_positions
+from gradlab.records import WEIGHTED_KINDS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-NON_ACTIVATION_KINDS = {"dense", "batchnorm", "layernorm", "dropout", "residual"}
-"""Layer kinds whose output is not an activation's (left out of the activation panels)."""
 
 
 def _pick_layers(layers: list[str], most: int) -> list[str]:
@@ -29,33 +27,39 @@ def _pick_layers(layers: list[str], most: int) -> list[str]:
 
 
 def distribution_series(hists: pd.DataFrame, run: str, *, steps: Sequence[int] | None = None,
-                        quantities: Sequence[str] = ("act", "grad"), max_layers: int = 8) -> pd.DataFrame:
+                        quantities: Sequence[str] = ("act", "grad"), max_layers: int = 8,
+                        layers: pd.DataFrame | None = None) -> pd.DataFrame:
     """Fraction of entries per log10-magnitude bin, per layer, from one run's histogram frame.
 
-    Activations use the activation layers' outputs and gradients the dense layers' ∂L/∂y (Glorot &
-    Bengio 2010, Fig. 6/7); ``steps`` defaults to the first, middle and last recorded ones. Columns:
-    ``quantity, step, layer, position, bin, log10_mag, fraction, zero_frac``.
+    Activations use the outputs of the layers of kind "activation" and gradients the weighted layers'
+    ∂L/∂y (Glorot & Bengio 2010, Fig. 6/7), kinds and forward positions from the layers table
+    ``layers`` (None: inferred from the histograms' layer names, see :func:`gradlab.records.infer_layers`;
+    a quantity with no layer of its kinds shows every layer). ``steps`` defaults to the first, middle
+    and last recorded ones. Columns: ``quantity, step, layer, position, bin, log10_mag, fraction,
+    zero_frac``.
     """
     from gradlab.records import ZERO_BIN
 
     df = hists[hists["run"].astype(str) == str(run)]
-    df = df.assign(layer=df["layer"].astype(str), quantity=df["quantity"].astype(str),
-                   step=df["step"].astype(np.int64), bin=df["bin"].astype(np.int64),
-                   count=df["count"].astype(float))
+    df = df.assign(run=df["run"].astype(str), layer=df["layer"].astype(str),
+                   quantity=df["quantity"].astype(str), step=df["step"].astype(np.int64),
+                   bin=df["bin"].astype(np.int64), count=df["count"].astype(float))
     cols = ["quantity", "step", "layer", "position", "bin", "log10_mag", "fraction", "zero_frac"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     if steps is None:
         have = np.unique(df["step"])
         steps = sorted({int(have[0]), int(have[len(have) // 2]), int(have[-1])})
-    df = df[df["step"].isin(list(steps))]
+    table = layer_table(df[["run", "layer"]].drop_duplicates().assign(metric=""), layers)
+    kind = dict(zip(table["layer"], table["kind"], strict=True))
+    df = with_positions(df[df["step"].isin(list(steps))], table)
     parts = []
     for q in quantities:
         dq = df[df["quantity"] == q]
-        layers = sort_layers(dq["layer"].unique())
-        want = [n for n in layers if (layer_kind(n) == "dense") == (q == "grad")
-                and (q == "grad" or layer_kind(n) not in NON_ACTIVATION_KINDS)]
-        dq = dq[dq["layer"].isin(_pick_layers(want or layers, max_layers))]
+        names = in_forward_order(dq)
+        want = [n for n in names
+                if (kind.get(n) in WEIGHTED_KINDS if q == "grad" else kind.get(n) == "activation")]
+        dq = dq[dq["layer"].isin(_pick_layers(want or names, max_layers))]
         total = dq.groupby(["step", "layer"])["count"].transform("sum")
         zeros = dq["count"].where(dq["bin"] == ZERO_BIN, 0.0)
         zeros = zeros.groupby([dq["step"], dq["layer"]]).transform("sum")
@@ -63,9 +67,9 @@ def distribution_series(hists: pd.DataFrame, run: str, *, steps: Sequence[int] |
         parts.append(dq[dq["bin"] != ZERO_BIN])
     out = pd.concat(parts, ignore_index=True)
     # bin e holds 2^(e−1) ≤ |v| < 2^e; its geometric centre is 2^(e−½).
-    out = out.assign(position=out["layer"].map(layer_position), log10_mag=(out["bin"] - 0.5) * np.log10(2.0))
+    out = out.assign(log10_mag=(out["bin"] - 0.5) * np.log10(2.0))
     qorder = {q: i for i, q in enumerate(quantities)}
-    out = out.assign(_q=out["quantity"].map(qorder)).sort_values(["_q", "step", "position", "bin"])
+    out = out.assign(_q=out["quantity"].map(qorder)).sort_values(["_q", "step", "position", "layer", "bin"])
     return out[cols].reset_index(drop=True)
 
 
@@ -80,7 +84,7 @@ def plot_distributions(series: pd.DataFrame, *, title: str = "Per-layer distribu
     cmap = colormaps["viridis"]
     names = {"act": "activations y", "grad": "back-propagated ∂L/∂y"}
     for i, q in enumerate(quantities):
-        layers = sort_layers(series.loc[series["quantity"] == q, "layer"].unique())
+        layers = in_forward_order(series[series["quantity"] == q])
         for j, step in enumerate(steps):
             ax = axes[i, j]
             g = series[(series["quantity"] == q) & (series["step"] == step)]

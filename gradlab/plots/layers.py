@@ -15,11 +15,10 @@ import pandas as pd
 
 from gradlab.plots.common import (
     colors_for,
-    dense_index,
     empty_note,
+    in_forward_order,
     integer_x,
-    layer_kind,
-    layer_position,
+    layer_table,
     legend_below,
     log_y,
     metric_rows,
@@ -28,9 +27,11 @@ from gradlab.plots.common import (
     new_figure,
     run_arms,
     select_runs,
-    sort_layers,
     suptitle,
+    weighted_index,
+    with_positions,
 )
+from gradlab.records import WEIGHTED_KINDS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,8 +75,9 @@ def gradient_flow_series(
     run_ids: Sequence[str] | None = None,
     predicted: pd.DataFrame | None = None,
     anchor: bool = True,
+    layers: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per-arm gradient norm of each dense layer (by position) at chosen steps, for the gradient-flow chart.
+    """Per-arm gradient norm of each weighted layer (in forward order) at chosen steps, for the flow chart.
 
     ``steps`` items are ints or "init" / "early" (≈10% of the longest run) / "late" (each run's last
     step; a step that resolves exactly as an earlier one adds no panel). Arms with several runs (seeds)
@@ -83,17 +85,17 @@ def gradient_flow_series(
     ``panel, panel_title, metric, kind, arm, layer_index, layer, value, lo, hi, n_runs`` with
     ``kind`` "measured", or "predicted" for the ``predicted`` frame (``run, layer_index, predicted``),
     placed in the first panel and, with ``anchor``, scaled to meet the measured output-layer value.
+    ``layer_index`` numbers each run's weighted layers (:data:`gradlab.records.WEIGHTED_KINDS`) 0, 1, …
+    in forward order, from ``layers`` (the layers table; None: :func:`gradlab.records.layers_for`).
     """
     df = select_runs(metric_rows(metrics, which), run_ids)
     cols = ["panel", "panel_title", "metric", "kind", "arm", "layer_index", "layer", "value", "lo", "hi",
             "n_runs"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    # numbered per run: dense_3 is layer 1 of a batch-norm net but dense_2 is layer 1 of a plain one
-    pairs = df[["run", "layer"]].drop_duplicates().groupby("run")["layer"]
-    index = pd.DataFrame([(r, n, i) for r, g in pairs for n, i in dense_index(g).items()],
-                         columns=["run", "layer", "layer_index"])
-    df = df.merge(index.astype({"layer_index": np.int64}), on=["run", "layer"])
+    # numbered per run: the second weighted layer is layer 1 whatever sits between it and the first
+    index = weighted_index(layer_table(select_runs(metrics, run_ids), layers))
+    df = df.merge(index, on=["run", "layer"])
     arms = run_arms(runs, df["run"].unique())
     df = _before_divergence(df, runs)
     early = max(1, round(0.1 * int(df["step"].max())))
@@ -215,27 +217,31 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
 
 
 def heatmap_series(metrics: pd.DataFrame, run: str, *, metric: str = "grad_out_norm",
-                   kinds: Sequence[str] | None = None, log: bool | None = None) -> pd.DataFrame:
+                   kinds: Sequence[str] | None = None, log: bool | None = None,
+                   layers: pd.DataFrame | None = None) -> pd.DataFrame:
     """Layer × step matrix of one run's ``metric`` (rows in forward order, log10 for norms).
 
-    ``kinds`` restricts the layer kinds (default: dense layers for gradient/weight norms, every
-    layer that has the metric otherwise). ``attrs`` carries ``metric``, ``log`` and ``run``.
+    ``kinds`` restricts the layers by the ``kind`` column of the layers table ``layers`` (None:
+    inferred); default: the weighted kinds for gradient/weight norms, every layer that has the metric
+    otherwise. ``attrs`` carries ``metric``, ``log`` and ``run``.
     """
-    df = metric_rows(metrics, metric)
-    df = df[df["run"] == str(run)]
+    mine = metrics[metrics["run"].astype(str) == str(run)]
+    table = layer_table(mine, layers)
+    df = metric_rows(mine, metric)
     if log is None:
         log = metric.endswith("norm")
     if kinds is None and metric.endswith("norm"):
-        kinds = ("dense",)
+        kinds = WEIGHTED_KINDS
     if kinds is not None:
-        df = df[df["layer"].map(layer_kind).isin(list(kinds))]
+        df = df[df["layer"].isin(set(table.loc[table["kind"].isin(list(kinds)), "layer"]))]
     vals = df["value"].to_numpy()
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
             vals = np.where(np.isfinite(vals) & (vals > 0), np.log10(np.where(vals > 0, vals, 1.0)), np.nan)
     df = df.assign(value=vals)
     mat = df.pivot_table(index="layer", columns="step", values="value", aggfunc="mean", dropna=False)
-    mat = mat.reindex(index=sort_layers(mat.index), columns=sorted(mat.columns))
+    rows = with_positions(pd.DataFrame({"run": str(run), "layer": [str(n) for n in mat.index]}), table)
+    mat = mat.reindex(index=in_forward_order(rows), columns=sorted(mat.columns))
     mat.attrs.update(metric=metric, log=bool(log), run=str(run))
     return mat
 
@@ -277,11 +283,14 @@ def plot_heatmap(series: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: st
 
 def saturation_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = None, *,
                       which: Sequence[str] = ("saturation", "dead_frac"),
-                      run_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """Saturated / dead fractions per layer over steps: ``run, arm, metric, layer, position, step, value``."""
+                      run_ids: Sequence[str] | None = None,
+                      layers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Saturated / dead fractions per layer over steps: ``run, arm, metric, layer, position, step, value``
+    (``position``: forward order, from the layers table ``layers``; None: inferred)."""
     df = select_runs(metric_rows(metrics, which), run_ids)
     arms = run_arms(runs, df["run"].unique())
-    df = df.assign(arm=df["run"].map(arms), position=df["layer"].map(layer_position))
+    table = layer_table(select_runs(metrics, run_ids), layers)
+    df = with_positions(df.assign(arm=df["run"].map(arms)), table)
     order = {m: i for i, m in enumerate(which)}
     df = df.assign(_m=df["metric"].map(order), _a=natural_rank(df["arm"]))
     df = df.sort_values(["_a", "run", "_m", "position", "step"], kind="stable")
@@ -309,7 +318,7 @@ def plot_saturation(series: pd.DataFrame, *, max_panels: int = 6,
             continue
         run, metric = keys[k]
         g = series[(series["run"] == run) & (series["metric"] == metric)]
-        layers = sort_layers(g["layer"].unique())
+        layers = in_forward_order(g)
         for i, layer in enumerate(layers):
             lg = g[g["layer"] == layer]
             ax.plot(lg["step"], lg["value"], lw=1.2, color=cmap(i / max(1, len(layers) - 1)))

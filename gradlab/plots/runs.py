@@ -1,6 +1,6 @@
 """Run-level charts: training curves, the sweep matrix, clipping, and the mean-field phase diagram.
 
-Each chart is a pure ``<chart>_series`` function and a ``plot_<chart>`` renderer (see plots_layers).
+Each chart is a pure ``<chart>_series`` function and a ``plot_<chart>`` renderer (see plots.layers).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pandas as pd
 from gradlab.plots.common import (
     axis_values,
     colors_for,
-    dense_index,
     empty_note,
     format_value,
     integer_x,
+    layer_table,
     legend_below,
     log_y,
     metric_rows,
@@ -29,6 +29,7 @@ from gradlab.plots.common import (
     run_arms,
     select_runs,
     suptitle,
+    weighted_index,
 )
 
 if TYPE_CHECKING:
@@ -36,17 +37,22 @@ if TYPE_CHECKING:
 
 
 def gradient_ratio(metrics: pd.DataFrame, *, step: int | str = 0, metric: str = "grad_out_norm",
-                   log: bool = True) -> pd.Series:
-    """Per run: first / last dense layer ``metric`` (log10 by default) at ``step``.
+                   log: bool = True, layers: pd.DataFrame | None = None) -> pd.Series:
+    """Per run: first / last weighted layer's ``metric`` (log10 by default) at ``step``.
 
     ``step`` is an int (the last recorded step ≤ it) or "last" (the last step where both are finite).
     < 0 in log10 means the signal shrinks toward the input (vanishing), > 0 that it grows (exploding).
+    First and last are in forward order among the weighted layers that have ``metric``, from the layers
+    table ``layers`` (None: :func:`gradlab.records.layers_for` infers it).
     """
     df = metric_rows(metrics, metric)
-    ends: dict[str, tuple[str, str] | None] = {}  # run → its first and last dense layer
-    for run, layers in df[["run", "layer"]].drop_duplicates().groupby("run", sort=False)["layer"]:
-        index = dense_index(layers)
-        ends[run] = (min(index, key=index.get), max(index, key=index.get)) if len(index) >= 2 else None
+    present = df[["run", "layer"]].drop_duplicates()
+    weighted = present.merge(weighted_index(layer_table(metrics, layers)), on=["run", "layer"])
+    by_run = {r: g.sort_values("layer_index")["layer"].tolist() for r, g in weighted.groupby("run")}
+    ends: dict[str, tuple[str, str] | None] = {}  # run → its first and last weighted layer
+    for run in dict.fromkeys(present["run"]):
+        names = by_run.get(run, [])
+        ends[run] = (names[0], names[-1]) if len(names) >= 2 else None
     both = [(r, e) for r, e in ends.items() if e]
     roles = pd.DataFrame([(r, e[0], "first") for r, e in both] + [(r, e[1], "last") for r, e in both],
                          columns=["run", "layer", "role"])
@@ -158,17 +164,18 @@ def plot_training_curves(series: Mapping[str, pd.DataFrame], *, colors: Mapping[
 
 
 def sweep_matrix_series(runs: pd.DataFrame, metrics: pd.DataFrame, *, rows: str, cols: str | None = None,
-                        step: int | str = 0,
-                        summary: Callable[[pd.DataFrame], pd.Series] | None = None) -> pd.DataFrame:
+                        step: int | str = 0, summary: Callable[[pd.DataFrame], pd.Series] | None = None,
+                        layers: pd.DataFrame | None = None) -> pd.DataFrame:
     """One cell per (rows value, cols value): median over its runs of a per-run summary.
 
     ``summary(metrics) -> Series`` indexed by run; default :func:`gradient_ratio` at ``step`` (log10 of
-    first/last dense ``grad_out_norm``). Columns: ``row, col, value, n, n_ok, n_diverged, n_failed``
-    in sorted axis order (numbers numerically); ``attrs["label"]`` names the value.
+    first/last weighted layer's ``grad_out_norm``, layers from ``layers``). Columns: ``row, col, value,
+    n, n_ok, n_diverged, n_failed`` in sorted axis order (numbers numerically); ``attrs["label"]`` names
+    the value.
     """
     runs = runs.assign(run=runs["run"].astype(str))
     if summary is None:
-        per_run = gradient_ratio(metrics, step=step)
+        per_run = gradient_ratio(metrics, step=step, layers=layers)
         label = f"log10 ‖∂L/∂y‖ first / last dense layer (step {step})"
     else:
         per_run = summary(metrics)

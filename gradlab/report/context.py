@@ -1,4 +1,5 @@
-"""What the report's sections share: the frames, arm labels and colours, per-run numbers, the chart sink
+"""What the report's sections share: the frames (the layers table among them: every chart reads layer
+kinds and forward order from it), arm labels and colours, per-run numbers, the chart sink
 (:class:`ReportContext`), the limits on what one chart shows, and the HTML text helpers."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from gradlab import plots
 from gradlab.diagnosis import run_verdicts
 from gradlab.plots.common import arm_labels, format_value, natural_key, varying_axes
+from gradlab.records import layers_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -91,7 +93,11 @@ def _choose_group_axis(runs: pd.DataFrame, axes: list[str]) -> str | None:
 
 
 class ReportContext:
-    """Everything the sections share: frames, arm labels and colours, per-run numbers, the chart sink."""
+    """Everything the sections share: frames, arm labels and colours, per-run numbers, the chart sink.
+
+    ``layers`` is the layers table of the runs (kind and forward position per layer); None, or a table
+    that misses a run, infers it from the metrics (:func:`gradlab.records.layers_for`).
+    """
 
     def __init__(
         self,
@@ -102,9 +108,11 @@ class ReportContext:
         findings: pd.DataFrame | None,
         theory: pd.DataFrame | None,
         group_by: str | None,
+        layers: pd.DataFrame | None = None,
     ) -> None:
         self.runs = runs.assign(run=runs["run"].astype(str)).reset_index(drop=True)
         self.metrics, self.hists, self.findings = metrics, hists, findings
+        self.layers = layers_for(metrics, layers)
         self.theory = theory if theory is not None and len(theory) else None
         self.predicted_ratio, self.theory_skipped = _theory_summary(self.theory)
         self.charts = _Charts(out_dir)
@@ -118,8 +126,8 @@ class ReportContext:
             else pd.Series("ok", index=self.runs["run"])
         )
         self.recorded_steps = metrics.groupby(metrics["run"].astype(str))["step"].nunique()
-        self.ratio0 = plots.gradient_ratio(metrics, step=0)
-        self.ratio_end = plots.gradient_ratio(metrics, step="last")
+        self.ratio0 = plots.gradient_ratio(metrics, step=0, layers=self.layers)
+        self.ratio_end = plots.gradient_ratio(metrics, step="last", layers=self.layers)
         self.verdicts = run_verdicts(findings) if findings is not None else pd.Series(dtype="string")
         if group_by is None and len(self.arms) > FEW_ARMS:
             group_by = _choose_group_axis(self.runs, self.axes)
@@ -163,7 +171,8 @@ class ReportContext:
     def flow(self, arms: Sequence[str], name: str, caption: str = "") -> str:
         """The gradient-flow chart of (at most a dozen of) ``arms``, with the theory overlay."""
         ids = self.runs_of(arms[:MAX_ARMS_PER_CHART])
-        s = plots.gradient_flow_series(self.metrics, self.runs, run_ids=ids, predicted=self.theory)
+        s = plots.gradient_flow_series(self.metrics, self.runs, run_ids=ids, predicted=self.theory,
+                                       layers=self.layers)
         if s.empty:
             return ""
         note = f" Showing {MAX_ARMS_PER_CHART} of {len(arms)} arms." if len(arms) > MAX_ARMS_PER_CHART else ""
@@ -202,7 +211,7 @@ class ReportContext:
         """Saturated / dead fractions per layer over training."""
         if not self.trained(run_ids):
             return ""
-        s = plots.saturation_series(self.metrics, self.runs, which=which, run_ids=run_ids)
+        s = plots.saturation_series(self.metrics, self.runs, which=which, run_ids=run_ids, layers=self.layers)
         if s.empty:
             return ""
         return self.charts.add(
@@ -216,9 +225,9 @@ class ReportContext:
         """Layer × step heatmaps of one run (gradient norm and unit health)."""
         if not self.trained([run]):
             return ""
-        panels = {"log10 ‖∂L/∂y‖ (dense layers)": plots.heatmap_series(self.metrics, run)}
+        panels = {"log10 ‖∂L/∂y‖ (dense layers)": plots.heatmap_series(self.metrics, run, layers=self.layers)}
         for metric, title in (("saturation", "saturated fraction"), ("dead_frac", "dead-unit fraction")):
-            h = plots.heatmap_series(self.metrics, run, metric=metric)
+            h = plots.heatmap_series(self.metrics, run, metric=metric, layers=self.layers)
             if not h.empty:
                 panels[title] = h
                 break
@@ -231,7 +240,7 @@ class ReportContext:
         """Per-layer magnitude distributions of one run's activations and gradients."""
         if self.hists is None or len(self.hists) == 0:
             return ""
-        s = plots.distribution_series(self.hists, run)
+        s = plots.distribution_series(self.hists, run, layers=self.layers)
         if s.empty:
             return ""
         fig = plots.plot_distributions(s, title=f"Distributions per layer: {self.arm[run]} (run {run})")

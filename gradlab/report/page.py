@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab.diagnosis import diagnose
+from gradlab.records import layers_for
 from gradlab.report.context import ReportContext, esc, slug
 from gradlab.report.sections import (
     comparisons_section,
@@ -44,6 +45,7 @@ def write_report(
     title: str = "gradlab report",
     group_by: str | None = None,
     now: Callable[[], _dt.datetime] | None = None,
+    layers: pd.DataFrame | None = None,
 ) -> Path:
     """Write the charts as PNGs and a self-contained ``index.html`` into ``out_dir``; returns its path.
 
@@ -56,6 +58,9 @@ def write_report(
             frame to leave theory out.
         group_by: the axis that groups arms into sections (default: chosen when there are many arms).
         now: clock for the timestamp (tests pass a fixed one).
+        layers: the layers table (kind and forward position of each recorded layer, docs/data.md) that
+            every chart and the theory read; None, or a table that misses a run, infers it from the
+            metrics (:func:`gradlab.records.layers_for`).
     """
     import matplotlib
 
@@ -63,11 +68,12 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    layers = layers_for(metrics, layers)
     if theory is None:
         from gradlab.theory.runs import expected_vs_measured
 
-        theory = expected_vs_measured(runs, metrics)
-    rep = ReportContext(runs, metrics, out, hists, findings, theory, group_by)
+        theory = expected_vs_measured(runs, metrics, layers=layers)
+    rep = ReportContext(runs, metrics, out, hists, findings, theory, group_by, layers)
     anchors = [f"group-{i + 1}-{slug(t)}" for i, (t, _) in enumerate(rep.groups)]
     group_anchor = {r: a for (_, arms), a in zip(rep.groups, anchors, strict=True) for r in rep.runs_of(arms)}
     sections = [
@@ -114,13 +120,16 @@ def write_report(
 
 
 def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
-    """Load a results folder (:func:`gradlab.load_results`, histograms if stored), diagnose it, report it."""
+    """Load a results folder (:func:`gradlab.load_results`, its layers table, histograms if stored),
+    diagnose it, report it."""
     from gradlab.experiment import store
 
     runs, metrics = store.load_results(runs_dir)
+    if kwargs.get("layers") is None:
+        kwargs["layers"] = store.load_layers(runs_dir)
     if "hists" not in kwargs:
         kwargs["hists"] = store.load_hists(runs_dir)
     if "findings" not in kwargs:
-        kwargs["findings"] = diagnose(metrics, runs)
+        kwargs["findings"] = diagnose(metrics, runs, layers=kwargs["layers"])
     kwargs.setdefault("title", f"gradlab report: {Path(runs_dir).name}")
     return write_report(runs, metrics, out_dir, **kwargs)

@@ -1,6 +1,6 @@
 """The HTML sections of a report: summary, runs table, comparisons, findings, arms in detail.
 
-Each ``*_section`` function takes the :class:`gradlab.report.page.ReportContext` (frames, arm labels and
+Each ``*_section`` function takes the :class:`gradlab.report.context.ReportContext` (frames, arm labels and
 colours, the chart sink) and returns one ``<section>`` of HTML. Every string taken from configs, run
 names or findings goes through :func:`esc`.
 """
@@ -16,6 +16,7 @@ import pandas as pd
 from gradlab import plots
 from gradlab.diagnosis import KINDS
 from gradlab.plots.common import axis_values, config_columns, format_value, natural_key
+from gradlab.records import WEIGHTED_KINDS
 from gradlab.report.context import INFO_KINDS, MAX_ARMS_PER_CHART, NONE, ReportContext, esc, sci, slug
 
 PHASE_GRID = (40, 16)
@@ -138,7 +139,7 @@ def comparisons_section(rep: ReportContext) -> str:
     if rep.axes:
         rows, cols = _matrix_axes(rep)
         runs = rep.runs.assign(arm=rep.runs["run"].map(rep.arm))
-        m = plots.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, step=0)
+        m = plots.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, step=0, layers=rep.layers)
         others = [a for a in rep.axes if a not in (rows, cols)] if rows != "arm" else []
         cap = (
             "log10 of ‖∂L/∂y‖ at the first dense layer over the output layer at initialisation: "
@@ -222,7 +223,7 @@ def _phase(rep: ReportContext) -> str:
     sw2, sb2, chi, crit = phase_diagram(act, (lo, hi), (0.0, max(0.25, 1.2 * pts["sb2"].max())), n=PHASE_GRID,
                                         log_sw2=log_x)
     fig = plots.plot_phase_diagram(sw2, sb2, chi, crit, pts, activation=act, log_x=log_x)
-    what = "depth" if pts["label"].str.startswith("d=").all() else "the measured ‖∂L/∂y‖ ratio at init"
+    what = "depth" if "depth" in pts else "the measured ‖∂L/∂y‖ ratio at init"
     return rep.charts.add(
         fig,
         "phase diagram",
@@ -238,7 +239,8 @@ def phase_chart_points(rep: ReportContext) -> pd.DataFrame | None:
     Drawn when the plain Dense → φ runs (:func:`gradlab.theory.runs.phase_points`) share one activation
     and either sit at two or more (σ_w², σ_b²) points or all use ``init="normal"`` (the mean-field
     parametrisation, where one point still says how far the network is from the edge). Labels: depth when
-    it varies, else the measured first-over-output gradient ratio at init (geometric mean over seeds).
+    it varies (then the frame has a ``depth`` column), else the measured first-over-output gradient ratio
+    at init (geometric mean over seeds).
     """
     from gradlab.theory.runs import phase_points
 
@@ -342,7 +344,8 @@ def _evidence(rep: ReportContext, kind: str, run_ids: list[str]) -> str:
         return rep.saturation(one_per_arm, name, which=("dead_frac_window", "dead_frac"))
     if kind == "update_ratio":
         run = min(one_per_arm, key=lambda r: rep.status.get(r) != "ok")  # the first ok run, if any
-        h = plots.heatmap_series(rep.metrics, run, metric="update_ratio", kinds=("dense",), log=True)
+        h = plots.heatmap_series(rep.metrics, run, metric="update_ratio", kinds=WEIGHTED_KINDS, log=True,
+                                 layers=rep.layers)
         if h.empty:
             return ""
         fig = plots.plot_heatmap({"log10 ‖ΔW‖/‖W‖": h}, title=f"{rep.arm[run]} (run {run})")

@@ -341,29 +341,43 @@ def predicted_profile(
 
 
 def compare_profile(
-    measured: Sequence[float] | Mapping[str, float] | pd.DataFrame, predicted: Sequence[float]
+    measured: Sequence[float] | Mapping[str, float] | pd.DataFrame, predicted: Sequence[float], *,
+    layers: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Tidy frame ``layer_index, predicted, measured``, both as ‖∂L/∂h_l‖/‖∂L/∂h_L‖ (output layer = 1).
 
-    ``measured``: the step-0 ``grad_out_norm`` of the Dense layers in forward order — a sequence, a
-    mapping ``{"dense_0": …}`` (ordered by the name's number), or a metrics frame of one run
-    (``run, step, layer, metric, value``). ``predicted``: from :func:`predicted_profile` (not squared).
+    ``measured``: the step-0 ``grad_out_norm`` of the weighted layers — a sequence in forward order; a
+    mapping name → value of weighted layers in the caller's order (forward order and weighted kinds come
+    from ``layers``, one run's layers table, when given; names that are all gradlab's own are ordered by
+    :func:`gradlab.records.infer_layers`); or a metrics frame of one run (``run, step, layer, metric,
+    value``) with its ``layers`` table (None: :func:`gradlab.records.layers_for` infers it).
+    ``predicted``: from :func:`predicted_profile` (not squared).
     """
     import pandas as pd
 
-    from gradlab.records import sort_layers
+    from gradlab.records import WEIGHTED_KINDS, infer_layers, layers_for
 
     if isinstance(measured, pd.DataFrame):
         rows = measured[(measured["step"] == 0) & (measured["metric"] == "grad_out_norm")]
         if rows["run"].nunique() > 1:
             raise ValueError("measured holds several runs; pass one run's rows")
-        measured = dict(zip(rows["layer"], rows["value"], strict=True))
+        table = layers_for(measured, layers)
+        measured = dict(zip(rows["layer"].astype(str), rows["value"].astype(float), strict=True))
+    elif isinstance(measured, Mapping):
+        measured = {str(k): v for k, v in measured.items()}
+        if layers is None:  # the mapping's names are weighted layers unless their names say otherwise
+            table = infer_layers(pd.DataFrame({"run": "", "layer": list(measured), "metric": "grad_norm"}))
+        else:
+            table = layers[layers["layer"].astype(str).isin(measured)]
+            if table["run"].nunique() > 1:
+                raise ValueError("layers holds these names for several runs; pass one run's layers table")
     if isinstance(measured, Mapping):
-        names = sort_layers(n for n in measured if str(n).startswith("dense"))
+        keep = table["kind"].astype(str).isin(WEIGHTED_KINDS) & table["layer"].astype(str).isin(measured)
+        names = table[keep].sort_values("position", kind="stable")["layer"].astype(str)
         measured = [measured[n] for n in names]
     m, p = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
     if m.shape != p.shape:
-        raise ValueError(f"{m.size} measured Dense layers but {p.size} predicted")
+        raise ValueError(f"{m.size} measured weighted layers but {p.size} predicted")
     return pd.DataFrame({"layer_index": np.arange(m.size), "predicted": p / p[-1], "measured": m / m[-1]})
 
 

@@ -7,10 +7,12 @@ initialisation, next to the one it did show.
 stacks, and Dense → BatchNorm → φ through Yang et al.'s rate. It skips, giving the reason:
 residual connections, layer norm and dropout (no mean-field profile here), failed runs, runs without
 a finite step-0 ``grad_out_norm`` for every Dense layer, inits without a variance rule or with zero
-weights, and batch norm with fewer than 4 samples per batch (λ_G is infinite).
+weights, and batch norm with fewer than 4 samples per batch (λ_G is infinite). The Dense layers are the
+weighted layers of the layers table (:data:`gradlab.records.WEIGHTED_KINDS`) in forward order; a layer's
+name is only a label.
 
 The input's q_in = ‖x‖²/d: 1 for the datasets whose inputs are N(0, I) (``gaussian``, ``teacher``);
-for the others it is estimated from dense_0's measured output at step 0, whose second moment
+for the others it is estimated from the first Dense layer's measured output at step 0, whose second moment
 act_std² + act_mean² is σ_w0²·q_in + σ_b². That is one mean q_in for the batch; the per-sample spread
 of ‖x‖² is not recorded, so for bounded φ the profile is then approximate. Batch norm needs the input's
 per-feature *batch variance* instead, which the metrics do not give: for those datasets the layer-0
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradlab.records import sort_layers
+from gradlab.records import WEIGHTED_KINDS, layers_for
 from gradlab.theory.meanfield import layer_sigma_w2, predicted_profile, sigma_params
 
 COLUMNS = ["run", "layer_index", "layer", "predicted", "measured", "ratio", "q_in", "reason"]
@@ -36,17 +38,28 @@ STANDARD_INPUTS = ("gaussian", "teacher")
 _NEEDED = ("depth", "width", "activation", "init", "weight_scale")
 
 
-def expected_vs_measured(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+def expected_vs_measured(runs: pd.DataFrame, metrics: pd.DataFrame, *,
+                         layers: pd.DataFrame | None = None) -> pd.DataFrame:
     """Predicted beside measured ‖∂L/∂h_l‖/‖∂L/∂h_L‖ of every Dense layer at step 0, one row per layer.
 
     Columns (:data:`COLUMNS`): ``run``; ``layer_index`` (0 = first Dense layer, Int64); ``layer`` (its
     name); ``predicted`` and ``measured``, both relative to the output layer (1 there); ``ratio`` =
     measured/predicted; ``q_in``, the input's ‖x‖²/d used; ``reason``, "" where the theory applies. A run
     the theory does not cover gets a single row: layer_index <NA>, nan numbers and the reason in words.
+    ``layers`` is the layers table (kind and forward position per layer); None infers it
+    (:func:`gradlab.records.layers_for`).
     """
+    table = layers_for(metrics, layers)
+    table = table[table["kind"].astype(str).isin(WEIGHTED_KINDS)]
+    weighted = pd.DataFrame({"run": table["run"].astype(str).to_numpy(dtype=object),
+                             "layer": table["layer"].astype(str).to_numpy(dtype=object),
+                             "position": table["position"].to_numpy(dtype=np.int64)})
     m0 = metrics[(metrics["step"] == 0) & metrics["metric"].isin(["grad_out_norm", "act_mean", "act_std"])]
-    m0 = m0[m0["layer"].astype(str).str.startswith("dense_")]
-    by_run = {str(r): g for r, g in m0.groupby(m0["run"].astype(str), sort=False)}
+    m0 = pd.DataFrame({"run": m0["run"].astype(str).to_numpy(dtype=object),
+                       "layer": m0["layer"].astype(str).to_numpy(dtype=object),
+                       "metric": m0["metric"].astype(str).to_numpy(dtype=object),
+                       "value": m0["value"].to_numpy(dtype=float)}).merge(weighted, on=["run", "layer"])
+    by_run = {str(r): g for r, g in m0.groupby("run", sort=False)}
     cache: dict[tuple, np.ndarray] = {}
     parts = []
     for cfg in runs.to_dict("records"):
@@ -109,7 +122,7 @@ def _one_run(run: str, cfg: Mapping[str, Any], rows: pd.DataFrame | None, cache:
     if dataset in STANDARD_INPUTS:
         q_in, layer0_known = 1.0, True
     elif q0 is None:
-        raise _SkipError(f"dataset {dataset!r}: q_in needs dense_0's act_mean and act_std at step 0")
+        raise _SkipError(f"dataset {dataset!r}: q_in needs {names[0]}'s act_mean and act_std at step 0")
     else:
         q_in, layer0_known = max(q0 - sb2, 1e-12 * q0) / sw[0], not bn
     key = (str(cfg["activation"]), depth, tuple(sw), sb2, q_in, bn, batch)
@@ -125,18 +138,17 @@ def _one_run(run: str, cfg: Mapping[str, Any], rows: pd.DataFrame | None, cache:
 
 
 def _measured(rows: pd.DataFrame | None, depth: int) -> tuple[list[str], np.ndarray, float | None]:
-    """Dense layer names in forward order, their step-0 ‖∂L/∂y‖, and E[h_0²] of dense_0 if recorded."""
+    """Dense layer names in forward order, their step-0 ‖∂L/∂y‖, and E[h_0²] of the first if recorded."""
     if rows is None:
         raise _SkipError("no step-0 metrics recorded for the dense layers")
-    g = rows[rows["metric"] == "grad_out_norm"]
-    norms = dict(zip(g["layer"].astype(str), g["value"].astype(float), strict=True))
-    names = sort_layers(norms)
+    g = rows[rows["metric"] == "grad_out_norm"].sort_values(["position", "layer"], kind="stable")
+    names = list(g["layer"])
     if len(names) != depth + 1:
         raise _SkipError(f"step-0 grad_out_norm recorded for {len(names)} of the {depth + 1} dense layers")
-    values = np.array([norms[n] for n in names])
+    values = g["value"].to_numpy(dtype=float)
     if not np.all(np.isfinite(values) & (values > 0)):
         raise _SkipError("non-finite or zero gradient at step 0")
-    first = rows[rows["layer"].astype(str) == names[0]].set_index("metric")["value"]
+    first = rows[rows["layer"] == names[0]].set_index("metric")["value"]
     q0 = None
     if {"act_mean", "act_std"} <= set(first.index):
         q0 = float(first["act_std"]) ** 2 + float(first["act_mean"]) ** 2
