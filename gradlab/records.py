@@ -15,7 +15,6 @@ it is measured; the last step has no update).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,16 +57,13 @@ LAYER_KINDS = (*WEIGHTED_KINDS, *NORM_KINDS, "activation", "dropout", "residual"
 class Recorder:
     """Buffers one value per (step, column) in a growing 2-D float64 array; builds frames at the end.
 
-    ``columns`` is the fixed list of (layer, metric) pairs a monitor will fill; a column it leaves
-    unset for a step stays NaN and is dropped from the frame.
+    ``columns`` are the (layer, metric) pairs declared with :meth:`add_column`; a column left unset
+    for a step stays NaN and is dropped from the frame.
     """
 
-    def __init__(self, columns: Sequence[tuple[str, str]], run: str = "", capacity: int = 64) -> None:
-        unknown = sorted({m for _, m in columns if m not in METRICS})
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; allowed: {', '.join(METRICS)}")
+    def __init__(self, run: str = "", capacity: int = 64) -> None:
         self.run = run
-        self.columns = list(columns)
+        self.columns: list[tuple[str, str]] = []
         self.index = {c: i for i, c in enumerate(self.columns)}
         self._values = np.full((capacity, len(self.columns)), np.nan)
         self._steps = np.zeros(capacity, dtype=np.int64)

@@ -192,3 +192,13 @@ def test_a_damaged_manifest_is_named_by_the_loader_and_redone_by_a_rerun(tmp_pat
     s = run_sweep([c], tmp_path, jobs=0)
     assert (s.skipped, s.ok) == (0, 1)
     assert len(store.load_results(tmp_path)[0]) == 1
+
+
+def test_the_runs_table_holds_every_config_field_with_its_type():
+    import dataclasses
+
+    recording = {"name", "record_every", "hist_every", "record_layers", "record_stats", "dead_window"}
+    fields = {f.name: f.type for f in dataclasses.fields(Config) if f.name not in recording}
+    assert set(store.CONFIG_COLUMNS) == set(fields)
+    dtype_of = {"int": "int64", "float": "float64", "str": "string", "bool": "bool"}
+    assert {k: dtype_of[str(t)] for k, t in fields.items()} == store.CONFIG_COLUMNS

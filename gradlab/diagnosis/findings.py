@@ -94,7 +94,7 @@ def findings_frame(records: list[dict]) -> pd.DataFrame:
     for c in COLUMNS:
         if c not in ("step", "value", "threshold"):
             df[c] = df[c].astype("string")
-    for c in ("metric", "cause"):  # absent from findings saved before these columns existed
+    for c in ("metric", "cause"):  # "" rather than <NA> where a finding has none (healthy, no_data…)
         df[c] = df[c].fillna("")
     df["step"] = pd.array([None if s is None or pd.isna(s) else int(s) for s in df["step"]], dtype="Int64")
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")

@@ -83,7 +83,7 @@ class Observer:
         self.run = run
         self.dead_window = dead_window
         self.hist_schedule = (lambda s: False) if not hist_every else schedule_fn(hist_every)
-        self.recorder = Recorder([], run=run)
+        self.recorder = Recorder(run=run)
         self.slots: dict[str, _Slot] = {}
         self._layers: dict[str, list] = {}  # name → [kind, position, activation, fan_in, fan_out, n_params]
         self._row: Array | None = None
