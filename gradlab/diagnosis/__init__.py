@@ -13,9 +13,9 @@ from gradlab.diagnosis.findings import (
     format_findings,
     run_verdicts,
 )
+from gradlab.diagnosis.fixes import suggest_fix
 from gradlab.diagnosis.thresholds import Thresholds
 from gradlab.diagnosis.verdicts import diagnose
-from gradlab.diagnosis.wording import suggest_fix
 
 __all__ = [
     "COLUMNS",

@@ -21,13 +21,14 @@ value      the measured value (median over the first window in which it held; se
 op         how value compares with threshold when the rule fires ("<", ">", "≥"; "is": no threshold)
 threshold  the threshold it was compared with (NaN when there is none)
 severity   "error" (diverged, failed, vanishing, exploding: training cannot work as set up),
-           "warning" (saturation, dead_units, update_ratio: it works badly), "info" (healthy, no_data,
-           and findings that are a consequence of another one: see ``cause``)
-cause      the kind of the finding in the same run this one follows from ("" when none): an
+           "warning" (the other pathologies: it works badly), "info" (healthy, no_data, and findings
+           that are a consequence of another one: see ``cause``)
+cause      the kind of the finding in the same run this one follows from ("" when none): e.g. an
            ``update_ratio_low`` finding in a run that is ``vanishing`` (the tiny gradients make the
-           tiny updates), an ``update_ratio_high`` finding in a run that ``diverged`` or is
-           ``exploding``. Such findings are kept, not dropped, but marked (severity "info", message
-           says so) and left out of :func:`run_verdicts`.
+           tiny updates), a ``loss_plateau`` in a run whose updates are tiny, ``dead_units`` in a
+           run whose units died during training (``dying_units``); the table is
+           ``gradlab.diagnosis.verdicts.CAUSES``. Such findings are kept, not dropped, but marked
+           (severity "info", message says so) and left out of :func:`run_verdicts`.
 message    plain English with the evidence
 fix        a concrete suggestion, using the run's config from ``runs`` when given
 =========  ==================================================================================
@@ -51,9 +52,16 @@ KINDS = (
     "failed",
     "exploding",
     "vanishing",
-    "saturation",
+    "poor_init",
+    "loss_plateau",
+    "oscillating_loss",
+    "dying_units",
     "dead_units",
+    "saturation",
+    "frozen",
     "update_ratio",
+    "clipping",
+    "weight_growth",
     "no_data",
     "healthy",
 )
@@ -64,9 +72,16 @@ SEVERITY = {
     "failed": "error",
     "exploding": "error",
     "vanishing": "error",
-    "saturation": "warning",
+    "poor_init": "warning",
+    "loss_plateau": "warning",
+    "oscillating_loss": "warning",
+    "dying_units": "warning",
     "dead_units": "warning",
+    "saturation": "warning",
+    "frozen": "warning",
     "update_ratio": "warning",
+    "clipping": "warning",
+    "weight_growth": "warning",
     "no_data": "info",
     "healthy": "info",
 }
@@ -216,15 +231,19 @@ def _clip(s: str, n: int) -> str:
 
 
 def findings_to_json(findings: pd.DataFrame) -> str:
-    """The findings as a JSON array of objects (NaN and <NA> as null); exact float round-trip."""
+    """The findings as a JSON array of objects: NaN and <NA> as null, ±Inf as the strings "inf" and
+    "-inf" (JSON has no NaN or Infinity); an exact float round-trip otherwise."""
 
     def clean(v: Any) -> Any:
         if _missing(v):
             return None
-        return v.item() if isinstance(v, np.generic) else v
+        v = v.item() if isinstance(v, np.generic) else v
+        if isinstance(v, float) and math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
 
     records = [{k: clean(v) for k, v in rec.items()} for rec in findings.to_dict("records")]
-    return json.dumps(records, ensure_ascii=False, indent=1)
+    return json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False)
 
 
 def findings_from_json(text: str) -> pd.DataFrame:

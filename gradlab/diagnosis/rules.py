@@ -74,13 +74,62 @@ def sustained(gid: np.ndarray, step: np.ndarray, hit: np.ndarray, value: np.ndar
                          "value": med, "hits": in_win[hi], "span": w_eff[hi]})
 
 
+def first_window_median(gid: np.ndarray, v: np.ndarray, window: int) -> np.ndarray:
+    """Per group (sorted ``gid``, steps ascending): the median of its first ``window`` values."""
+    if len(gid) == 0:
+        return np.zeros(0)
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    idx = np.arange(len(gid)) - np.repeat(starts, np.diff(np.r_[starts, len(gid)]))
+    head = idx < window
+    return pd.Series(v[head]).groupby(gid[head]).median().to_numpy()
+
+
+def _noun(t: Table, codes: np.ndarray) -> str:
+    """``"dense layers"`` when the layers share a kind, else ``"layers"``."""
+    kinds = set(t.layer_kind[np.asarray(codes, dtype=np.int64)].tolist())
+    return f"{kinds.pop()} layers" if len(kinds) == 1 else "layers"
+
+
+def layer_findings(t: Table, th: Thresholds, kind: str, rule: str, rows: Rows, hit: np.ndarray,
+                   threshold: float, op: str, checked: Mapping[str, np.ndarray],
+                   majority: float | None = None, value: np.ndarray | None = None) -> list[dict]:
+    """Per-layer findings of a rule whose ``hit`` (per row of ``rows``) is sustained in a layer.
+
+    Each carries ``n_checked`` (how many of its run's layers the rule could check) and ``noun``;
+    :func:`aggregate_layers` merges them into one finding per run and rule. ``value`` (default the
+    rows' values) is what the median is taken of."""
+    if len(rows.r) == 0:
+        return []
+    checked[kind][np.unique(rows.r)] = True
+    n_l = np.int64(len(t.layer_names))
+    pairs = np.unique(rows.r * n_l + rows.l)
+    pr, pl = np.divmod(pairs, n_l)
+    n_checked = np.bincount(pr, minlength=len(t.runs))
+    layers_of = pd.Series(pl).groupby(pr).agg(list)
+    gid = group_ids(rows.r, rows.l)
+    val = rows.v if value is None else value
+    found = sustained(gid, rows.step, hit, val, th.window, th.majority if majority is None else majority)
+    out = []
+    for f in found.itertuples():
+        r, l = int(rows.r[f.row]), int(rows.l[f.row])
+        out.append({
+            "r": r, "kind": kind, "rule": rule, "l": l, "layers": [l], "step": int(f.step),
+            "value": float(f.value), "op": op, "threshold": threshold, "hits": int(f.hits),
+            "span": int(f.span), "lo": int(f.lo), "hi": int(f.hi), "row": int(f.row),
+            "windowed": bool(rows.flag[f.row]) if rows.flag is not None else False,
+            "n_checked": int(n_checked[r]), "noun": _noun(t, layers_of[r]),
+        })
+    return out
+
+
 # -- the rules ---------------------------------------------------------------------------------
 # Each returns a list of plain dicts (raw findings): run (code), kind, rule, layer (code or -1),
 # layers (codes), step, value, op, threshold, plus evidence used in the message.
 
 
 def rule_ratio(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> list[dict]:
-    """``vanishing`` / ``exploding``: ‖∂L/∂y‖ of the first dense layer over the output dense layer."""
+    """``vanishing`` / ``exploding``: ‖∂L/∂y‖ of the first weighted layer over the output layer (every
+    weighted kind of the layers table: dense, conv, embedding, weighted)."""
     go = t.get("grad_out_norm")
     if go is None:
         return []
@@ -92,7 +141,7 @@ def rule_ratio(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> l
     df = pd.DataFrame({"r": d.r, "l": d.l, "step": d.step, "v": d.v, "pos": pos})
     by_run = df.groupby("r")["pos"]
     df["lo"], df["hi"] = by_run.transform("min").to_numpy(), by_run.transform("max").to_numpy()
-    df = df[df["lo"] < df["hi"]]  # needs two dense layers
+    df = df[df["lo"] < df["hi"]]  # needs two weighted layers
     last = df[df["pos"] == df["hi"]][["r", "step", "v"]].rename(columns={"v": "v_last"})
     df = df.merge(last, on=["r", "step"], how="inner", sort=False)
     df = df[df["v_last"] > 0]
@@ -101,8 +150,10 @@ def rule_ratio(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> l
     for kind in ("vanishing", "exploding"):
         checked[kind][df["r"].unique()] = True
     first = df[df["pos"] == df["lo"]]
+    first_step = first.groupby("r")["step"].min()
     last_layer = df[df["pos"] == df["hi"]].groupby("r")["l"].first()
-    n_dense = df.groupby("r")["l"].nunique()
+    n_weighted = df.groupby("r")["l"].nunique()
+    noun = {r: _noun(t, ls) for r, ls in df.groupby("r")["l"].unique().items()}
     gid_run = group_ids(first["r"].to_numpy())
     gid_layer = group_ids(df["r"].to_numpy(), df["l"].to_numpy())
     out: list[dict] = []
@@ -125,13 +176,16 @@ def rule_ratio(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> l
                 "layers": affected.get(r, []), "step": int(f.step), "value": float(f.value),
                 "op": "<" if below else ">", "threshold": thr, "hits": int(f.hits), "span": int(f.span),
                 "lo": int(f.lo), "hi": int(f.hi), "first": int(first["l"].iat[f.row]),
-                "last": int(last_layer[r]), "n_dense": int(n_dense[r]),
+                "last": int(last_layer[r]), "n_weighted": int(n_weighted[r]), "noun": noun[r],
+                "at_init": int(f.step) == int(first_step[r]),
             })
     return out
 
 
 def rule_growth(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> list[dict]:
-    """``exploding``: the global gradient norm grows ``growth_factor``-fold within ``window`` steps."""
+    """``exploding``: the global gradient norm grows ``growth_factor``-fold within ``window`` steps, to
+    above its level at the start (median of the first window): a converged run's tiny ‖g‖ rising
+    back towards ordinary values is not an explosion."""
     g = t.get("grad_norm_total")
     if g is None:
         return []
@@ -151,7 +205,8 @@ def rule_growth(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> 
         d[ok] = logv[ok] - logv[np.flatnonzero(ok) - k]
         better = d > best
         best[better], back[better] = d[better], k
-    hits = np.flatnonzero(best >= math.log(th.growth_factor))
+    start = first_window_median(gid, g.v, th.window)
+    hits = np.flatnonzero((best >= math.log(th.growth_factor)) & (g.v > start[gid]))
     out: list[dict] = []
     if len(hits) == 0:
         return out
@@ -167,12 +222,12 @@ def rule_growth(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> 
     return out
 
 
-def rule_layerwise(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) -> list[dict]:
+def rule_layerwise(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray],
+                   exempt: Mapping[str, np.ndarray] | None = None) -> list[dict]:
     """``saturation``, ``dead_units`` and ``update_ratio``: one finding per affected layer.
 
-    Each finding also carries ``n_checked`` (how many of its run's layers the rule could check) and
-    ``noun`` ("dense layers" when those layers share a kind, else "layers"); :func:`aggregate_layers`
-    merges them into one finding per run and rule.
+    ``exempt[rule]`` (aligned with the metric's prepared rows) marks rows that cannot hit, e.g. the
+    steps of a converged run for ``update_ratio_low``. See :func:`layer_findings` for the rest.
     """
     out: list[dict] = []
     specs: list[tuple[str, str, Rows, float, str]] = []
@@ -187,29 +242,13 @@ def rule_layerwise(t: Table, th: Thresholds, checked: Mapping[str, np.ndarray]) 
         specs.append(("update_ratio", "update_ratio_low", upd, th.update_ratio_low, "<"))
         specs.append(("update_ratio", "update_ratio_high", upd, th.update_ratio_high, ">"))
     for kind, rule, rows, thr, op in specs:
-        rows = rows.take(np.isfinite(rows.v))
-        if len(rows.r) == 0:
-            continue
-        checked[kind][np.unique(rows.r)] = True
-        pairs = np.unique(rows.r * np.int64(len(t.layer_names)) + rows.l)
-        pr, pl = np.divmod(pairs, np.int64(len(t.layer_names)))
-        n_checked = np.bincount(pr, minlength=len(t.runs))
-        kinds: dict[int, set[str]] = {}
-        for r_, k_ in zip(pr.tolist(), t.layer_kind[pl].tolist(), strict=True):
-            kinds.setdefault(r_, set()).add(k_)
+        finite = np.isfinite(rows.v)
+        skip = (exempt or {}).get(rule)
+        rows = rows.take(finite)
         hit = rows.v < thr if op == "<" else rows.v > thr if op == ">" else rows.v >= thr
-        gid = group_ids(rows.r, rows.l)
-        found = sustained(gid, rows.step, hit, rows.v, th.window, th.majority)
-        for f in found.itertuples():
-            r, l = int(rows.r[f.row]), int(rows.l[f.row])
-            out.append({
-                "r": r, "kind": kind, "rule": rule, "l": l, "layers": [l], "step": int(f.step),
-                "value": float(f.value), "op": op, "threshold": thr, "hits": int(f.hits),
-                "span": int(f.span), "lo": int(f.lo), "hi": int(f.hi),
-                "windowed": bool(rows.flag[f.row]) if rows.flag is not None else False,
-                "n_checked": int(n_checked[r]),
-                "noun": f"{next(iter(kinds[r]))} layers" if len(kinds[r]) == 1 else "layers",
-            })
+        if skip is not None:
+            hit &= ~skip[finite]
+        out += layer_findings(t, th, kind, rule, rows, hit, thr, op, checked)
     return out
 
 
@@ -282,10 +321,9 @@ def rule_diverged(t: Table, runs: pd.DataFrame | None, code: Mapping[str, int],
     if not events:
         return out
     # Only the rows at each run's divergence step matter: look those up, not whole columns.
-    big = np.int64(1) << 32
-    keys = np.array([r * big + (ev["step"] if ev["step"] is not None else -1) for r, ev in events.items()])
-    at = {m: t.at(m, keys) for m in ("nonfinite", "act_std", "grad_in_norm", "grad_norm", "loss",
-                                     "grad_norm_total")}
+    step_of = {r: ev["step"] for r, ev in events.items() if ev["step"] is not None}
+    at = {m: t.at(m, step_of) for m in ("nonfinite", "act_std", "grad_in_norm", "grad_norm", "loss",
+                                        "grad_norm_total")}
     has_std = t.present.get("act_std", np.zeros(len(t.runs), dtype=bool))
     empty = Rows(*(np.zeros(0, dtype=np.int64),) * 3, np.zeros(0))
 

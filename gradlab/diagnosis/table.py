@@ -9,6 +9,7 @@ metric's rows by (run, layer, step) into a :class:`Rows`; the :class:`Table` hol
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,8 @@ import pandas as pd
 from gradlab.records import METRIC_COLUMNS, WEIGHTED_KINDS, layers_for
 
 NEEDED = ("grad_out_norm", "grad_norm_total", "loss", "nonfinite", "saturation", "dead_frac",
-          "dead_frac_window", "update_ratio")
+          "dead_frac_window", "update_ratio", "act_std", "weight_norm", "grad_norm", "clipped",
+          "grad_norm_clipped")
 
 
 @dataclass
@@ -46,8 +48,9 @@ class Table:
     level) and ``weighted`` (a weighted kind: its ‖∂L/∂y‖ enters the gradient-flow profile) by code.
 
     ``rows["dead"]`` holds ``dead_frac_window`` rows (flag True) and, for layers without them,
-    ``dead_frac`` rows; ``rows["nonfinite"]`` only its rows > 0. Other metrics are looked up
-    lazily with :meth:`at` (only diverged runs need them) from the coded columns kept in ``raw``.
+    ``dead_frac`` rows; ``rows["nonfinite"]`` only its rows > 0; ``rows["act_std"]`` and
+    ``rows["grad_out_norm"]`` only weighted layers' rows. Other metrics are looked up lazily with
+    :meth:`at` (only diverged runs need them) from the coded columns kept in ``raw``.
     ``present[metric]`` tells which runs recorded a metric at all.
     """
 
@@ -64,15 +67,33 @@ class Table:
         """The rows of ``metric``, or None when it was not recorded."""
         return self.rows.get(metric)
 
-    def at(self, metric: str, keys: np.ndarray) -> Rows | None:
-        """All rows of ``metric`` whose ``run << 32 | step`` is in ``keys`` (None: never recorded)."""
+    def at(self, metric: str, step_of: Mapping[int, int]) -> Rows | None:
+        """All rows of ``metric`` of run ``r`` at step ``step_of[r]`` (None: never recorded).
+
+        Compares each row's step with its own run's step, whatever their magnitude or sign."""
         raw = self.raw
         k = raw["metric_code"].get(metric)
         if k is None:
             return None
         i = raw["by_metric"][raw["bounds"][k + 1]:raw["bounds"][k + 2]]
-        i = i[np.isin(raw["r"][i] * (np.int64(1) << 32) + raw["step"][i], keys)]
+        i = i[raw["r"][i] >= 0]
+        want, has = np.zeros(len(self.runs), dtype=np.int64), np.zeros(len(self.runs), dtype=bool)
+        for r, s in step_of.items():
+            want[r], has[r] = s, True
+        r = raw["r"][i]
+        i = i[has[r] & (raw["step"][i] == want[r])]
         return Rows(raw["r"][i], raw["l"][i], raw["step"][i], raw["v"][i])
+
+    def truncate(self, limit: Mapping[int, int]) -> None:
+        """Drop every prepared row of run ``r`` at or after step ``limit[r]`` (its divergence): what a
+        network computes from NaN weights is not a measurement (a NaN output is "100 % dead")."""
+        if not limit:
+            return
+        stop, has = np.zeros(len(self.runs), dtype=np.int64), np.zeros(len(self.runs), dtype=bool)
+        for r, s in limit.items():
+            stop[r], has[r] = s, True
+        for name, rows in self.rows.items():
+            self.rows[name] = rows.take(~(has[rows.r] & (rows.step >= stop[rows.r])))
 
 
 def prepare(
@@ -115,11 +136,12 @@ def prepare(
         i = by_metric[bounds[k + 1]:bounds[k + 2]]
         return i[r_codes[i] >= 0]
 
-    idx = {m: subset(m) for m in (*NEEDED, "act_std")}
+    idx = {m: subset(m) for m in NEEDED}
     present = {m: np.bincount(r_codes[i], minlength=n_runs) > 0 for m, i in idx.items() if i is not None}
     weighted = np.isin(kind, WEIGHTED_KINDS)
-    if idx["grad_out_norm"] is not None:  # only weighted layers' ‖∂L/∂y‖ enter the ratio rules
-        idx["grad_out_norm"] = idx["grad_out_norm"][weighted[l_codes[idx["grad_out_norm"]]]]
+    for m in ("grad_out_norm", "act_std"):  # only weighted layers' enter the ratio and init rules
+        if idx[m] is not None:
+            idx[m] = idx[m][weighted[l_codes[idx[m]]]]
     if idx["nonfinite"] is not None:  # only the bad counts matter
         v = v_all[idx["nonfinite"]]
         idx["nonfinite"] = idx["nonfinite"][(v > 0) | ~np.isfinite(v)]
@@ -136,11 +158,9 @@ def prepare(
         idx["dead"] = np.concatenate(parts)
     rows: dict[str, Rows] = {}
     for name, i in idx.items():
-        if i is None or len(i) == 0 or name == "act_std":
+        if i is None or len(i) == 0:
             continue
-        r, l, step = r_codes[i], l_codes[i], step_all[i]
-        s0 = step.min()
-        order = np.argsort((r * np.int64(len(names)) + l) * np.int64(step.max() - s0 + 1) + (step - s0))
+        order = np.lexsort((step_all[i], l_codes[i], r_codes[i]))  # any step magnitude or sign
         i = i[order]
         rows[name] = Rows(r_codes[i], l_codes[i], step_all[i], v_all[i],
                           flag[order] if name == "dead" else None)

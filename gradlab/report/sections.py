@@ -340,7 +340,7 @@ def _evidence(rep: ReportContext, kind: str, run_ids: list[str]) -> str:
         return rep.flow(arms, name)
     if kind == "saturation":
         return rep.saturation(one_per_arm, name, which=("saturation",))
-    if kind == "dead_units":
+    if kind in ("dead_units", "dying_units"):
         return rep.saturation(one_per_arm, name, which=("dead_frac_window", "dead_frac"))
     if kind == "update_ratio":
         run = min(one_per_arm, key=lambda r: rep.status.get(r) != "ok")  # the first ok run, if any
