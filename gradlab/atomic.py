@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Callable
+import re
+import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -16,13 +17,37 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # -- atomic writes -------------------------------------------------------------------------------
+TEMP_SUFFIX = ".gradlab.tmp"
+"""Every temp file of :func:`atomic_write` is ``.<target name>.<random>.gradlab.tmp``: only these are
+ever cleaned up (:func:`is_temp_of`), never a user's own ``.*.tmp`` files."""
+
+
+def _open_temp(path: Path) -> tuple[int, str]:
+    """Create the temp file with mode 0666 less the umask (``mkstemp`` would make it 0600 for good)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name beside {path}")
+
+
+def is_temp_of(name: str, targets: Iterable[str]) -> bool:
+    """Whether ``name`` is a temp file :func:`atomic_write` left behind while writing one of ``targets``."""
+    tail = rf"\.[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}"
+    return any(re.fullmatch(rf"\.{re.escape(t)}{tail}", name) for t in targets)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` through ``write(fileobj)`` into a hidden temp file beside it, fsync, then rename.
 
-    If ``write`` raises, the temp file is removed and an existing ``path`` is left untouched.
+    If ``write`` raises, the temp file is removed and an existing ``path`` is left untouched. The file
+    gets the mode a plain ``open`` would give it (0666 less the umask).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _open_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -1,13 +1,17 @@
 """``gradlab`` command line: parses arguments and calls one library function per subcommand.
 
 Adding a subcommand = one ``_name(args) -> int`` function plus one parser block in :func:`build_parser`.
-Bad input (a ``ValueError`` such as ConfigError or SweepError, or an argparse error) exits with code 2
-and one line on stderr.
+Bad input (a ``ValueError`` such as ConfigError, SweepError or StoreError, or an argparse error) exits
+with code 2 and one line on stderr; an OSError with code 1; a bug with code 3, still one line (no
+traceback unless ``GRADLAB_DEBUG=1``). Names are free text: whatever is printed has its control
+characters escaped (:func:`printable`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import sys
 import tomllib
@@ -106,7 +110,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run {run_id}  {changed or '(defaults)'}")
     status = manifest["status"]
     if status == "failed" or metrics is None:
-        print(f"status failed: {manifest.get('error') or 'no metrics'}", file=sys.stderr)
+        error = str(manifest.get("error") or "no metrics").strip().splitlines() or ["no metrics"]
+        where = f" (traceback in {args.out}/runs/{run_id}/manifest.json)" if args.out else ""
+        print(printable(f"gradlab: run failed: {error[-1]}{where}", one_line=True), file=sys.stderr)
         return 1
     where = f" at step {manifest['diverged_step']} in {manifest['diverged_layer'] or 'the loss'}"
     print(
@@ -128,20 +134,37 @@ def _clock(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, json: bool = False, one_line: bool = False) -> str:
+    """``text`` with control characters (terminal escape sequences, bidi overrides) shown as ``\\x1b``
+    escapes (``\\u001b`` in JSON text), so a name can never drive the terminal; newlines and tabs are
+    kept unless the text must stay ``one_line``."""
+    if json:
+        return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
+    text = _UNSAFE.sub(lambda m: repr(m.group())[1:-1], str(text))
+    return text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") if one_line else text
+
+
 class ProgressLine:
     """Sweep progress: one updating line on a terminal, else one quiet log line per run."""
 
-    def __init__(self, stream: TextIO, tty: bool | None = None, header: str = "") -> None:
+    def __init__(self, stream: TextIO, tty: bool | None = None, header: str = "", where: str = "") -> None:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.header = header  # printed on the start event, once the sweep has really started
+        self.where = where  # where the runs run; "" = the worker processes the start event reports
         self._shown = False
 
     def __call__(self, p: Progress) -> None:
         """Show one progress event."""
         if not p.run and self.header:
             skipped = f", {p.skipped} already finished" if p.skipped else ""
-            self.stream.write(f"gradlab: {self.header}: {p.total} runs{skipped}\n")
+            where = self.where or (f"{p.workers} worker process{'es' if p.workers != 1 else ''}"
+                                   if p.workers else "no worker needed")
+            head = f"gradlab: {self.header} ({where}): {p.total} runs{skipped}"
+            self.stream.write(printable(head, one_line=True) + "\n")
         if self.tty:
             width = shutil.get_terminal_size((80, 20)).columns
             bar_w = 24
@@ -154,7 +177,7 @@ class ProgressLine:
             self._shown = True
         elif p.run:
             line = f"gradlab: [{p.done}/{p.total}] {p.status:<8} {p.run} {p.name} ({p.wall_time_s:.1f} s)"
-            self.stream.write(line.rstrip() + "\n")
+            self.stream.write(printable(line.rstrip(), one_line=True) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -166,18 +189,13 @@ class ProgressLine:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from gradlab.experiment.runner import default_jobs, run_sweep
+    from gradlab.experiment.runner import run_sweep
     from gradlab.experiment.sweep import load_sweep
 
     sweep = load_sweep(args.file)
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
-    if args.scheduler:
-        where = f"Dask scheduler {args.scheduler}"
-    elif args.jobs == 0:
-        where = "this process"
-    else:
-        where = f"up to {args.jobs or default_jobs()} worker processes"
-    line = ProgressLine(sys.stderr, header=f"sweep {sweep.name or args.file} -> {out} ({where})")
+    where = f"Dask scheduler {args.scheduler}" if args.scheduler else "this process" if args.jobs == 0 else ""
+    line = ProgressLine(sys.stderr, header=f"sweep {sweep.name or args.file} -> {out}", where=where)
     try:  # run_sweep rejects --jobs with --scheduler, and a bad --jobs, before it writes anything
         s = run_sweep(sweep, out, jobs=args.jobs, scheduler=args.scheduler, progress=line)
     finally:
@@ -190,7 +208,8 @@ def _sweep(args: argparse.Namespace) -> int:
     for run in s.failed_runs:
         err = s.runs.loc[s.runs["run"] == run, "error"].iloc[0]
         last = str(err).strip().splitlines()[-1] if isinstance(err, str) and err.strip() else "no traceback"
-        print(f"gradlab: failed {run}: {last} (see {out}/runs/{run}/manifest.json)", file=sys.stderr)
+        line = f"gradlab: failed {run}: {last} (see {out}/runs/{run}/manifest.json)"
+        print(printable(line, one_line=True), file=sys.stderr)
     if s.failed:
         print("gradlab: rerun the same command to retry the failed runs", file=sys.stderr)
     return 1 if s.failed else 0
@@ -226,7 +245,8 @@ def _diagnose(args: argparse.Namespace) -> int:
     runs, metrics = load_results(args.runs_dir)
     findings = diagnose(metrics, runs, layers=load_layers(args.runs_dir))
     width = max(140, shutil.get_terminal_size((140, 24)).columns)
-    print(findings_to_json(findings) if args.json else format_findings(findings, width=width, runs=runs))
+    text = findings_to_json(findings) if args.json else format_findings(findings, width=width, runs=runs)
+    print(printable(text, json=args.json))  # names are free text: never let one drive the terminal
     hit = findings[findings["kind"].isin(fail_on)] if fail_on else findings.iloc[:0]
     if len(hit):
         kinds = ", ".join(sorted(set(hit["kind"])))
@@ -295,13 +315,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as exc:
-        print(f"gradlab: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(printable(f"gradlab: error: {' '.join(str(exc).split())}"), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"gradlab: error: {exc}", file=sys.stderr)
+        print(printable(f"gradlab: error: {' '.join(str(exc).split())}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(
             "gradlab: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr
         )
         return 130
+    except Exception as exc:  # a bug: still one line, never a traceback (GRADLAB_DEBUG=1 shows it)
+        if os.environ.get("GRADLAB_DEBUG"):
+            raise
+        what = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(printable(f"gradlab: internal error: {what} (a bug: please report it with the command; "
+                        "GRADLAB_DEBUG=1 shows the traceback)"), file=sys.stderr)
+        return 3

@@ -54,6 +54,10 @@ BAD = [
     ),
     ("[grid]\nn_samples = [64, 1000]\n", ["run 1 (n_samples=64)", "batch_size=128 must be <= n_samples=64"]),
     ("[base\ndepth = 1\n", ["not valid TOML"]),
+    ("[base]\nseed = 99999999999999999999\n", ["[base]", "seed=99999999999999999999", "up to 2**63 - 1"]),
+    ("[grid]\nsteps = [1, 9223372036854775808]\n", ["[grid]", "steps=9223372036854775808", "too large"]),
+    ("", ["sets no Config field", "one default config"]),
+    ("[base]\nrecord_layers = ['dens_*']\n", ["[base]", "'dens_*' matches no layer", "dense_0, tanh_1"]),
 ]
 
 

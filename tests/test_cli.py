@@ -228,3 +228,75 @@ def test_report_writes_a_self_contained_page(small_results, tmp_path, capsys):
     assert "cli &lt;test&gt;" in html and "data:image/png;base64," in html
     assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+# -- bad days: huge values, odd names, unknown columns, bugs ----------------------------------------------
+def test_a_seed_beyond_int64_is_refused_before_it_runs(tmp_path, capsys):
+    err = one_line_error(capsys, ["run", *TINY, "--set", "seed=99999999999999999999", "--out", str(tmp_path)])
+    assert "seed=99999999999999999999 is too large; allowed: integers up to 2**63 - 1" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_report_group_by_an_unknown_column_is_one_line(small_results, tmp_path, capsys):
+    argv = ["report", str(small_results), "--out", str(tmp_path), "--group-by", "actvation"]
+    err = one_line_error(capsys, argv)
+    assert "--group-by 'actvation' is not a config column" in err and "did you mean 'activation'" in err
+    assert "allowed: " in err and "depth" in err
+
+
+def test_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):
+    f = tmp_path / "s.toml"
+    f.write_text('[sweep]\nname = "\\u001b]0;pwned\\u0007"\n' + TINY_TOML +
+                 '[[variant]]\nname = "\\u001b[31mred\\u202e\\nfake line"\n')
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "--out", str(out), "--jobs", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\u202e" not in err
+    assert "\\x1b[31mred\\u202e\\nfake line" in err and "\\x1b]0;pwned\\x07" in err
+    assert not any(line.startswith("fake line") for line in err.splitlines())
+    main(["diagnose", str(out)])
+    assert "\x1b" not in capsys.readouterr().out
+    main(["diagnose", str(out), "--json"])
+    text = capsys.readouterr().out
+    assert "\x1b" not in text and isinstance(json.loads(text), list)
+
+
+def test_a_bug_is_one_line_never_a_traceback(small_results, capsys, monkeypatch):
+    from gradlab.experiment import store as st
+
+    monkeypatch.setattr(st, "load_results", lambda *a: {}["boom"])
+    monkeypatch.delenv("GRADLAB_DEBUG", raising=False)
+    assert main(["diagnose", str(small_results)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("gradlab: internal error: KeyError: 'boom'") and "GRADLAB_DEBUG=1" in err
+    monkeypatch.setenv("GRADLAB_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["diagnose", str(small_results)])
+
+
+def test_the_progress_header_says_how_many_workers_started():
+    buf, head = io.StringIO(), "sweep s -> out"
+    ProgressLine(buf, tty=False, header=head)(Progress(0, 5, 0, 0, 0.0, None, workers=2))
+    ProgressLine(buf, tty=False, header=head)(Progress(5, 5, 0, 5, 0.0, None))
+    ProgressLine(buf, tty=False, header=head, where="this process")(Progress(0, 1, 0, 0, 0.0, None))
+    assert buf.getvalue().splitlines() == [
+        "gradlab: sweep s -> out (2 worker processes): 5 runs",
+        "gradlab: sweep s -> out (no worker needed): 5 runs, 5 already finished",
+        "gradlab: sweep s -> out (this process): 1 runs",
+    ]
+
+
+def test_a_failed_run_prints_its_last_line_not_its_traceback(tmp_path, capsys, monkeypatch):
+    from gradlab.experiment import train
+
+    def boom(config, run_id=None):
+        raise RuntimeError("out of luck")
+
+    monkeypatch.setattr(train, "run", boom)
+    assert main(["run", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("gradlab: run failed: RuntimeError: out of luck")
+    assert main(["run", *TINY, "--out", str(tmp_path)]) == 1
+    assert "(traceback in " in capsys.readouterr().err

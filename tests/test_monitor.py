@@ -333,3 +333,53 @@ def test_save_writes_parquet_that_pandas_reads_back(tmp_path):
     path = mon.save(tmp_path / "metrics.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(path), mon.frame())
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "metrics.hists.parquet"), mon.hist_frame())
+
+
+@pytest.mark.parametrize(("dtype", "value"), [(np.float16, 100.0), (np.float16, 60000.0), (np.int8, 100),
+                                              (np.int16, -30000), (np.uint8, 200), (np.bool_, True),
+                                              (np.float32, 1e30), (np.longdouble, 3.0)])
+def test_observer_measures_every_real_dtype_in_float64(dtype, value):
+    a = np.full((8, 8), value, dtype=dtype)
+    exact = float(np.sqrt(np.sum(np.asarray(a, dtype=np.float64) ** 2)))
+    obs = Observer(run="r")
+    obs.observe(0, "fc", output=a, weight=a, weight_grad=a, bias_grad=a[0], grad_out=a, grad_in=a)
+    got = obs.frame().set_index("metric")["value"]
+    for metric in ("grad_norm", "weight_norm", "grad_in_norm", "grad_out_norm"):
+        assert got[metric] == pytest.approx(exact, rel=1e-12), metric
+    assert got["act_mean"] == pytest.approx(float(value)) and got["act_std"] == pytest.approx(0.0, abs=1e-6)
+    assert got["nonfinite"] == 0 and obs.divergence is None  # no false "diverged"
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"output": np.ones((2, 2), dtype=complex)}, TypeError, "output of layer 'fc' has dtype complex128"),
+    ({"grad_out": np.array([["a", "b"]])}, TypeError, "grad_out of layer 'fc' has dtype <U1"),
+    ({"weight": np.array([object()])}, TypeError, "weight of layer 'fc' has dtype object"),
+    ({"output": np.ones((0, 4))}, ValueError, r"output of layer 'fc' is empty \(shape \(0, 4\)\)"),
+    ({"step": -1}, ValueError, "step=-1 must be an integer from 0"),
+    ({"step": 2**63}, ValueError, "step=9223372036854775808 must be an integer"),
+    ({"step": 1.5}, ValueError, "step=1.5 must be an integer"),
+    ({"step": True}, ValueError, "step=True must be an integer"),
+    ({"layer": ""}, ValueError, "layer='' must be a non-empty string"),
+    ({"layer": 3}, ValueError, "layer=3 must be a non-empty string"),
+    ({"layer": "\ud800"}, ValueError, "must be a non-empty string"),
+    ({"kind": "conv2d"}, ValueError, "kind='conv2d' of layer 'fc' is not a layer kind; allowed: dense"),
+])
+def test_observer_refuses_what_it_cannot_measure_with_one_clear_line(kwargs, error, match):
+    obs = Observer(run="r")
+    args = {"step": 0, "layer": "fc", "output": np.ones((2, 2))} | kwargs
+    with pytest.raises(error, match=match) as err:
+        obs.observe(args.pop("step"), args.pop("layer"), **args)
+    assert "\n" not in str(err.value)
+    assert obs.frame().empty and obs.layers_frame().empty  # nothing half-recorded
+
+
+def test_observer_rejects_negative_steps_in_observe_network_too():
+    obs = Observer()
+    with pytest.raises(ValueError, match="step=-3 must be an integer from 0"):
+        obs.observe_network(-3, loss=1.0)
+    with pytest.raises(TypeError, match="loss='high' must be a real number"):
+        obs.observe_network(0, loss="high")
+    with pytest.raises(ValueError, match="run=5 must be a string"):
+        Observer(run=5)
+    obs.observe_network(2**63 - 1, loss=1.0)  # the largest step int64 holds
+    assert obs.frame()["step"].tolist() == [2**63 - 1]

@@ -301,3 +301,21 @@ def test_duplicate_names_rejected():
     d = Dense(np.ones((2, 2)))
     with pytest.raises(ValueError, match="repeated: a"):
         Network([("a", d), ("a", Activation("relu"))])
+
+
+def test_attaching_a_monitor_twice_is_refused_and_its_metrics_kept():
+    net = mlp(3, 2, depth=2, width=4, rng=0)
+    mon = gradlab.GradientMonitor()
+    with pytest.raises(ValueError, match="already attached to this network; attach a monitor once"):
+        net.attach(mon, mon)
+    assert net.monitors == ()
+    x, y = np.ones((4, 3)), np.zeros(4, dtype=int)
+    with net.attach(mon):
+        with pytest.raises(ValueError, match="already attached"):
+            net.attach(mon)  # nested
+        assert net.monitors == (mon,)
+        gradlab.train_loop(net, iter([(x, y)] * 3), softmax_cross_entropy, SGD(0.1), steps=1)
+    layers = set(mon.frame()["layer"].astype(str)) - {""}
+    assert layers == {n for n, _ in net.named_layers()}  # every per-layer metric is there
+    with net.attach(mon):  # detached, it may be attached again
+        pass

@@ -374,3 +374,69 @@ def test_import_gradlab_and_plots_do_not_import_pyplot():
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# --------------------------------------------------------------------------- names are text
+
+WEIRD = ["$x^$", "_hidden", "a $b$ c", "cost \\$5", "$\\frac{"]
+"""Run and layer names matplotlib would read as (invalid) mathtext, or hide from a legend ("_…")."""
+
+
+def shown_texts(fig) -> str:
+    """Every text the drawn figure shows, each asserted to be drawn as written (never as mathtext)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # raises on a name that is invalid mathtext
+    out = []
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text():
+            if re.fullmatch(r"\$\\mathdefault\{[^$]*\}\$", t.get_text()):
+                continue  # matplotlib's own log-axis tick labels
+            shown, math = t._preprocess_math(t.get_text())
+            assert math is False, t.get_text()
+            out.append(shown)
+    return "\n".join(out)
+
+
+def test_every_chart_shows_names_as_written_never_as_mathtext(sweep):
+    runs, metrics, hists = sweep
+    ids = list(runs["run"].astype(str))
+    names = {r: WEIRD[i % len(WEIRD)] + f" {i}" for i, r in enumerate(ids)}
+    runs = runs.assign(name=runs["run"].astype(str).map(names).astype("string"))
+    metrics, hists, layers, _ = free_text(metrics, hists)
+    weird_layer = {n: f"${n}^$" for n in layers["layer"].astype(str).unique()}
+
+    def rename(frame):
+        layer = frame["layer"].astype(str).map(lambda n: weird_layer.get(n, n))
+        return frame.assign(layer=layer.astype("string"))
+
+    metrics, hists, layers = rename(metrics), rename(hists), rename(layers)
+    pred = pd.DataFrame({"run": "r-sig4", "layer_index": range(5), "predicted": 0.25 ** np.arange(4, -1, -1)})
+    one = "r-sig6"
+    recorded = [names[r] for r in ids if r != "r-fail"]
+    points = pd.DataFrame({"sw2": [1.0], "sb2": [0.1], "label": [WEIRD[0]]})
+    figs = {
+        "flow": plots.plot_gradient_flow(plots.gradient_flow_series(metrics, runs, predicted=pred,
+                                                                    layers=layers)),
+        "heatmap": plots.plot_heatmap({names[one]: plots.heatmap_series(metrics, one, layers=layers)},
+                                      title=f"{names[one]} (run {one})"),
+        "saturation": plots.plot_saturation(plots.saturation_series(metrics, runs, run_ids=[one, "r-relu6"],
+                                                                    layers=layers)),
+        "distributions": plots.plot_distributions(plots.distribution_series(hists, one, layers=layers),
+                                                  title=names[one]),
+        "curves": plots.plot_training_curves(plots.training_curves_series(metrics, runs)),
+        "matrix": plots.plot_sweep_matrix(plots.sweep_matrix_series(runs.assign(arm=runs["name"]), metrics,
+                                                                    rows="arm", layers=layers)),
+        "clipping": plots.plot_clipping(plots.clipping_series(metrics, runs)),
+        "phase": plots.plot_phase_diagram(np.linspace(0.5, 4, 4), np.linspace(0, 0.5, 3), np.ones((3, 4)),
+                                          None, points, title=WEIRD[2]),
+    }
+    for what, fig in figs.items():
+        text = shown_texts(fig)
+        assert png_bytes(fig)[:4] == b"\x89PNG"
+        expected = {"flow": recorded, "heatmap": [names[one], weird_layer["net.fc.z"]],
+                    "saturation": [names[one]], "distributions": [names[one], weird_layer["net.act.y"]],
+                    "curves": recorded, "matrix": list(names.values()),
+                    "clipping": [names["r-relu6"]], "phase": WEIRD[:1] + WEIRD[2:3]}[what]
+        for name in expected:
+            assert name in text, (what, name)

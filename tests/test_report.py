@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -242,3 +243,54 @@ def test_predicted_ratio_is_nan_when_the_first_layer_has_no_prediction():
     ratio, skipped = context._theory_summary(theory)
     assert np.isnan(ratio["a"]) and ratio["c"] == 1.0 and "b" not in ratio
     assert skipped.to_dict() == {"b": "dropout"}
+
+
+# -- what a user can get wrong, or name strangely -------------------------------------------------
+
+
+def test_runs_named_like_mathtext_are_drawn_as_written(tmp_path):
+    weird = ["$x^$", "_hidden", "a $b$ c"]
+    parts = [make_run(f"r{i}", depth=2, steps=3, hist_steps=(0, 3), activation=a)
+             for i, a in enumerate(("relu", "tanh", "sigmoid"))]
+    runs = pd.DataFrame([{**p["row"], "name": n} for p, n in zip(parts, weird, strict=True)])
+    metrics = pd.concat([p["metrics"] for p in parts], ignore_index=True)
+    hists = pd.concat([p["hists"] for p in parts], ignore_index=True)
+    path = report.write_report(runs, metrics, tmp_path, hists=hists, now=lambda: FIXED_NOW)  # drawn for real
+    html = path.read_text(encoding="utf-8")
+    assert all(esc in html for esc in ("$x^$", "_hidden", "a $b$ c"))
+    assert len(list((tmp_path / "img").glob("*.png"))) >= 5
+
+
+def test_group_by_an_unknown_column_names_the_allowed_ones(tmp_path):
+    runs, metrics, _ = make_sweep()
+    with pytest.raises(ValueError) as err:
+        report.write_report(runs, metrics, tmp_path, group_by="activaton")
+    msg = str(err.value)
+    assert "\n" not in msg and "'activaton'" in msg and "did you mean 'activation'" in msg
+    assert "allowed: " in msg and "depth" in msg and "seed" in msg
+
+
+def test_a_new_report_deletes_only_the_charts_the_last_report_wrote(tmp_path):
+    runs, metrics, hists = make_sweep()
+    img = tmp_path / "img"
+    img.mkdir()
+    mine = [img / "01-my-own-chart.png", img / "99-notes.png", img / "logo.png"]
+    for p in mine:
+        p.write_bytes(b"a user's file")
+    with no_pixels():
+        report.write_report(runs, metrics, tmp_path, hists=hists)
+        first = set(json.loads((img / context.CHARTS_RECORD).read_text()))
+        report.write_report(runs[runs["activation"] == "relu"], metrics, tmp_path)
+    second = set(json.loads((img / context.CHARTS_RECORD).read_text()))
+    assert len(second) < len(first)
+    assert {p.name for p in img.glob("*.png")} == second | {"logo.png", "99-notes.png"} | (
+        {"01-my-own-chart.png"} - second)
+    assert all(p.read_bytes() == b"a user's file" for p in mine if p.name not in second)
+
+
+def test_a_run_beyond_the_theory_s_range_still_gets_its_report(tmp_path):
+    runs, metrics, hists = make_sweep()
+    runs = runs.assign(weight_scale=np.where(runs["run"] == "r-tanh6", 1e160, runs["weight_scale"]))
+    with no_pixels():
+        html = report.write_report(runs, metrics, tmp_path, hists=hists).read_text(encoding="utf-8")
+    assert "too large for the mean-field theory" in html

@@ -199,3 +199,39 @@ def test_duplicate_configs_run_once(tmp_path):
 def test_bad_runner_arguments(tmp_path, kwargs, message):
     with pytest.raises(RunnerError, match=message):
         run_sweep([Config(**TINY)], tmp_path, **kwargs)
+
+
+def test_no_more_workers_start_than_runs_to_do_or_cores(tmp_path, monkeypatch):
+    from gradlab.experiment import runner
+
+    started: list[int] = []
+
+    def local(todo, jobs, run_fn, record):  # count the workers asked for, run inline
+        started.append(jobs)
+        runner._run_inline(todo, run_fn, record)
+
+    monkeypatch.setattr(runner, "_run_local", local)
+    events: list[Progress] = []
+    run_sweep(tiny(2), tmp_path / "a", jobs=64, progress=events.append)
+    assert started == [min(2, runner.default_jobs())] and events[0].workers == started[0]
+    monkeypatch.setattr(runner, "default_jobs", lambda: 1)
+    run_sweep(tiny(3), tmp_path / "b", jobs=8)
+    assert started[-1] == 1
+    events.clear()
+    run_sweep(tiny(3), tmp_path / "b", jobs=8, progress=events.append)  # all finished: nothing to start
+    assert len(started) == 2 and events[0].workers == 0
+
+
+def test_every_manifest_carries_the_sweep_identity(tmp_path):
+    from gradlab.experiment.manifests import sweep_identity
+    from gradlab.experiment.sweep import parse_sweep
+
+    sweep = parse_sweep('[sweep]\nname = "ids"\nseeds = [0, 1]\n[base]\ndepth = 2\nwidth = 8\nsteps = 1\n'
+                        "n_samples = 64\nbatch_size = 16\n")
+    run_sweep(sweep, tmp_path, jobs=0)
+    sid = sweep_identity([c.key() for c in sweep.configs()], "ids")
+    assert json.loads((tmp_path / "sweep.json").read_text())["id"] == sid
+    for c in sweep.configs():
+        m = manifest(tmp_path, c)
+        assert m["sweep"] == {"id": sid, "name": "ids"} and m["format"] == 2
+        assert set(m["files"]) == {"metrics.parquet", "hists.parquet", "layers.parquet"}

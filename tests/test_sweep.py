@@ -32,7 +32,6 @@ def test_grid_is_a_cartesian_product_last_axis_fastest():
 
 def test_no_grid_no_variant_is_one_run_of_base():
     assert configs("[base]\ndepth = 7\n") == [Config(depth=7)]
-    assert configs("") == [Config()]
 
 
 def test_variants_pair_values_and_cross_the_grid_keeping_names():
@@ -116,8 +115,14 @@ def test_order_and_keys_are_deterministic(tmp_path):
 
 
 def test_sweep_metadata():
-    s = parse_sweep('[sweep]\nname = "n"\ndescription = "d"\n')
+    s = parse_sweep('[sweep]\nname = "n"\ndescription = "d"\n[base]\ndepth = 2\n')
     assert (s.name, s.description, s.seeds) == ("n", "d", None)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing\n", '[sweep]\nname = "n"\n', "[base]\n[grid]\n"])
+def test_a_sweep_that_sets_nothing_is_refused(text):
+    with pytest.raises(SweepError, match=r"sets no Config field.*would run one default config"):
+        parse_sweep(text, "empty.toml")
 
 
 

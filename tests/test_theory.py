@@ -472,3 +472,21 @@ def test_phase_diagram_matches_chi_1_and_the_critical_line():
     g = T.phase_diagram("relu", (1.0, 4.0), (0.0, 0.1), n=3, log_sw2=True)
     assert g[0] == pytest.approx([1.0, 2.0, 4.0]) and g[2] == pytest.approx(np.tile([0.5, 1.0, 2.0], (3, 1)))
     assert g[3] == pytest.approx([2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize(("weight_scale", "bias_scale"), [(1e160, 0.0), (1e300, 0.0), (1.0, 1e160)])
+def test_a_scale_beyond_float64_is_not_applicable_never_a_crash(weight_scale, bias_scale):
+    import gradlab
+    from gradlab.theory.runs import phase_points
+
+    c = gradlab.Config(depth=2, width=4, steps=0, dataset="gaussian", n_samples=8, batch_size=8,
+                       activation="tanh", init="normal")
+    res = gradlab.run(c, run_id="huge")  # finite metrics; the runs table says the scale was huge
+    huge = {"weight_scale": weight_scale, "bias_scale": bias_scale}
+    runs = pd.DataFrame([{"run": "huge", **c.to_dict(), **huge, "status": res.status}])
+    out = expected_vs_measured(runs, res.metrics, layers=res.layers)
+    assert len(out) == 1 and out["layer_index"].isna().all()
+    assert "too large for the mean-field theory" in out["reason"].iloc[0]
+    assert phase_points(runs).empty
+    with pytest.raises(ValueError, match="overflows float64"):
+        T.sigma_params("normal", weight_scale, bias_scale)

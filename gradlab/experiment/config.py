@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": tuple(DATASETS),
     "dtype": ("float32", "float64"),
 }
+INT64_MAX = 2**63 - 1
 _POSITIVE_INT = ("width", "batch_size", "n_samples", "record_every", "dead_window")
 _NONNEG_INT = ("depth", "steps", "seed", "hist_every", "input_dim", "n_classes")
 _NONNEG_FLOAT = ("weight_scale", "bias_scale", "momentum", "weight_decay", "clip_norm", "clip_value")
@@ -159,6 +161,14 @@ def validate(c: Config) -> None:
     for name, choices in _CHOICES.items():
         if getattr(c, name) not in choices:
             raise ConfigError(f"{name}={getattr(c, name)!r} is not allowed; allowed: {', '.join(choices)}")
+    for name, f in FIELDS.items():
+        v = getattr(c, name)
+        if f.type == "int" and v > INT64_MAX:  # the runs table (Parquet) holds int64
+            raise ConfigError(f"{name}={v!r} is too large; allowed: integers up to 2**63 - 1 = {INT64_MAX}")
+        for text in [v] if isinstance(v, str) else v if isinstance(v, tuple) else []:
+            if not _utf8(text):
+                raise ConfigError(f"{name}={text!r} is not valid Unicode text (a lone surrogate); "
+                                  "write it as UTF-8")
     for name in _POSITIVE_INT:
         if getattr(c, name) < 1:
             raise ConfigError(f"{name}={getattr(c, name)!r} must be >= 1")
@@ -187,6 +197,44 @@ def validate(c: Config) -> None:
     _validate_dataset_sizes(c)
     if c.momentum > 0 and c.optimizer in ("adam", "adamw"):
         raise ConfigError(f"momentum={c.momentum} does not apply to optimizer={c.optimizer!r} (uses betas)")
+    _validate_record_layers(c)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _layer_names(c: Config) -> list[str]:
+    """The names of the layers of the network ``c`` describes, in forward order (``dense_0``, …)."""
+    from gradlab.nn.network import mlp
+
+    net = mlp(1, 1, depth=c.depth, width=1, activation=c.activation, init=c.init,
+              batch_norm=c.batch_norm, layer_norm=c.layer_norm, residual=c.residual, dropout=c.dropout)
+    return [name for name, _ in net.named_layers()]
+
+
+def _validate_record_layers(c: Config) -> None:
+    """Every ``record_layers`` pattern must match a layer: one that matches none records nothing from it."""
+    if all(p == "*" for p in c.record_layers):
+        return
+    names = _layer_names(c)
+    for pattern in c.record_layers:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ConfigError(
+                f"record_layers={list(c.record_layers)!r}: {pattern!r} matches no layer of this network; "
+                f"its layers: {_some(names)} (glob patterns such as 'dense_*' select a kind)"
+            )
+
+
+def _some(names: list[str], head: int = 8) -> str:
+    """A list of names, its middle elided when long."""
+    if len(names) <= head + 2:
+        return ", ".join(names)
+    return f"{', '.join(names[:head])}, …, {', '.join(names[-2:])} ({len(names)} layers)"
 
 
 def _validate_dataset_sizes(c: Config) -> None:

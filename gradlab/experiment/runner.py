@@ -11,7 +11,7 @@ Each worker runs one config at a time and sends back its manifest and Parquet by
 writes the results folder (see :mod:`gradlab.experiment.store`), so a Dask cluster needs no shared filesystem.
 A worker process that dies (killed, out of memory) is replaced and its run is retried once; a second
 death records the run as failed. Rerunning a sweep into the same folder skips finished runs (ok or
-diverged) and retries failed ones.
+diverged, their files intact) and redoes the others: failed, interrupted or damaged.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradlab.experiment import store
+from gradlab.experiment import folder, store
 from gradlab.experiment.config import Config
 from gradlab.experiment.single import RunFn, execute, failed_payload, single_blas_thread
 from gradlab.experiment.sweep import Sweep
@@ -68,6 +68,7 @@ class Progress:
     name: str = ""
     status: str = ""
     wall_time_s: float = math.nan
+    workers: int = 0  # local worker processes started: at most one per run left and per core (0: none)
 
 
 @dataclass
@@ -262,7 +263,8 @@ def run_sweep(
     Args:
         sweep: a :class:`~gradlab.experiment.sweep.Sweep` or a list of Configs. A config given twice (same
             ``Config.key()``, the run id) is run once.
-        jobs: local worker processes (default: the cores available); 0 runs in this process.
+        jobs: local worker processes (default: the cores available); 0 runs in this process. No more
+            are started than there are runs to do or cores available: more would only contend.
         scheduler: a Dask scheduler address (or a ``distributed.Client``) to run on instead.
         progress: called with a :class:`Progress` at the start and after each run (default: silent).
         run_fn: what runs one config (default ``gradlab.experiment.train.run``); a module-level function.
@@ -284,16 +286,17 @@ def run_sweep(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    with store.locked(out):
-        store.clean_temp_files(out)
-        about = sweep.describe() if isinstance(sweep, Sweep) else None
-        store.write_sweep_file(out, list(unique.values()), about)
-        todo = [(c, k) for k, c in unique.items() if not store.is_finished(out, k)]
+    with folder.locked(out):
+        folder.clean_temp_files(out)
+        about = sweep.describe() if isinstance(sweep, Sweep) else {}
+        sweep_id = folder.write_sweep_file(out, list(unique.values()), about)
+        todo = [(c, k) for k, c in unique.items() if not store.is_finished(out, k, sweep_id)]
         total, skipped = len(unique), len(unique) - len(todo)
+        workers = 0 if scheduler is not None or jobs == 0 else min(jobs, len(todo), default_jobs())
         counts: Counter[str] = Counter()
 
         def record(payload: dict[str, Any]) -> None:
-            m = payload["manifest"]
+            m = {**payload["manifest"], "sweep": {"id": sweep_id, "name": about.get("name", "")}}
             store.write_run(out, m, payload["metrics"], payload["hists"], payload.get("layers"))
             counts[m["status"]] += 1
             if progress is not None:
@@ -302,10 +305,11 @@ def run_sweep(
                 wall = store.float_from_json(m["wall_time_s"])
                 eta = elapsed / ran * (total - skipped - ran)
                 event = (m["run"], m["name"], m["status"], wall)
-                progress(Progress(skipped + ran, total, counts["failed"], skipped, elapsed, eta, *event))
+                progress(Progress(skipped + ran, total, counts["failed"], skipped, elapsed, eta, *event,
+                                  workers=workers))
 
         if progress is not None:
-            progress(Progress(skipped, total, 0, skipped, 0.0, None))
+            progress(Progress(skipped, total, 0, skipped, 0.0, None, workers=workers))
         try:
             if not todo:
                 pass
@@ -314,7 +318,7 @@ def run_sweep(
             elif jobs == 0:
                 _run_inline(todo, run_fn, record)
             else:
-                _run_local(todo, jobs, run_fn, record)
+                _run_local(todo, workers, run_fn, record)
         finally:
             runs = store.write_runs_table(out)
     status = runs["status"]

@@ -10,25 +10,39 @@ Layout of a results folder ``DIR``::
     DIR/runs/<run_id>/manifest.json     config, status, divergence, timing, versions; written LAST
 
 Every file is written atomically (temporary file in the same folder, fsync, ``os.replace``), so a reader
-never sees a partial file and a run is finished exactly when its manifest exists with status ``ok`` or
-``diverged``. ``<run_id>`` is ``Config.key()``. A failed run has a manifest with status ``failed`` and its
-traceback, and no Parquet files.
+never sees a partial file. A run is finished when its manifest is well-formed, has status ``ok`` or
+``diverged``, and its Parquet files match the sizes and SHA-256 digests it records: "finished" means
+"every reader loads it", and a rerun redoes any other run. ``<run_id>`` is ``Config.key()``. A failed run
+has a manifest with status ``failed`` and its traceback, and no Parquet files.
+
+A folder belongs to one sweep: ``sweep.json`` and every manifest carry the sweep's identity
+(:func:`gradlab.experiment.manifests.sweep_identity`); a sweep refuses a folder holding another one's
+runs, and the loaders refuse a folder that mixes two.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import math
 import os
 import platform
 import socket
-from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradlab.atomic import write_bytes, write_frame, write_json
+from gradlab.experiment.manifests import (
+    FORMAT,
+    StoreError,
+    check_manifest,
+    check_sweep_file,
+    digest,
+    identity_of,
+    read_json,
+    sweep_of,
+)
 from gradlab.records import HISTS_DTYPES, LAYERS_DTYPES, METRICS_DTYPES, infer_layers
 
 if TYPE_CHECKING:
@@ -43,8 +57,10 @@ LAYERS_FILE = "layers.parquet"
 SWEEP_FILE = "sweep.json"
 RUNS_FILE = "runs.parquet"
 RUNS_DIR = "runs"
-FORMAT = 1
 FINISHED = ("ok", "diverged")
+FRAME_FILES = {METRICS_FILE: METRICS_DTYPES, HISTS_FILE: HISTS_DTYPES, LAYERS_FILE: LAYERS_DTYPES}
+"""A finished run's Parquet files and the columns each holds."""
+REDO = "rerun the sweep into its folder to redo that run"
 
 # The runs table of docs/data.md: these columns, in this order, with these dtypes.
 CONFIG_COLUMNS: dict[str, str] = {
@@ -73,10 +89,16 @@ CONFIG_COLUMNS: dict[str, str] = {
     "dtype": "string",
     "seed": "int64",
 }
+NULLABLE = {"int64": "Int64", "bool": "boolean"}
+"""Config columns are nullable in the runs table: a run recorded outside gradlab (a PyTorch model, an
+Observer) has only some of them (optimizer, lr, batch_size, …)."""
 RUNS_COLUMNS: dict[str, str] = {
     "run": "string",
     "name": "string",
-    **CONFIG_COLUMNS,
+    "framework": "string",
+    "model": "string",
+    "n_params": "Int64",
+    **{k: NULLABLE.get(v, v) for k, v in CONFIG_COLUMNS.items()},
     "status": "string",
     "diverged_step": "Int64",
     "diverged_layer": "string",
@@ -84,9 +106,6 @@ RUNS_COLUMNS: dict[str, str] = {
     "wall_time_s": "float64",
     "error": "string",
 }
-class StoreError(ValueError):
-    """A results folder is missing, damaged, or holds a different sweep."""
-
 
 def float_to_json(x: float | None) -> float | str | None:
     """A float for strict JSON: non-finite values become the strings "nan", "inf", "-inf"."""
@@ -140,6 +159,7 @@ def new_manifest(config: Config, run_id: str) -> dict[str, Any]:
         "host": socket.gethostname(),
         "versions": _versions(),
         "blas": [],  # the BLAS libraries and threads the run had (runner fills it in)
+        "sweep": None,  # {"id", "name"} of the sweep it belongs to (the runner fills it in)
     }
 
 
@@ -150,17 +170,57 @@ def run_dir(out: str | Path, run_id: str) -> Path:
 
 
 def read_manifest(out: str | Path, run_id: str) -> dict[str, Any] | None:
-    """The manifest of a run, or None if it has none (never started, or killed before finishing)."""
+    """The manifest of a run if it is there and well-formed, else None (never started, killed before
+    finishing, or damaged: in each case the run is redone)."""
+    path = run_dir(out, run_id) / MANIFEST
     try:
-        return json.loads((run_dir(out, run_id) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing, or unreadable: unfinished, so the run is redone
+        return check_manifest(read_json(path, REDO), path, REDO, CONFIG_COLUMNS, run_id)
+    except (OSError, ValueError):
         return None
 
 
-def is_finished(out: str | Path, run_id: str) -> bool:
-    """True if the run has a manifest for this exact id with status ok or diverged."""
+def is_finished(out: str | Path, run_id: str, sweep_id: str | None = None) -> bool:
+    """True if every reader loads the run: a well-formed manifest for this exact id (and sweep, when
+    given) with status ok or diverged, and each Parquet file it records, intact."""
     m = read_manifest(out, run_id)
-    return m is not None and m.get("key") == run_id and m.get("status") in FINISHED
+    if m is None or m.get("key") != run_id or m["status"] not in FINISHED:
+        return False
+    if sweep_id is not None and sweep_of(m) not in (None, sweep_id):
+        return False
+    try:
+        for name in FRAME_FILES:
+            _frame_bytes(run_dir(out, run_id) / name, m)
+    except (OSError, StoreError):
+        return False
+    return True
+
+
+def _frame_bytes(path: Path, manifest: dict[str, Any]) -> bytes:
+    """A run's Parquet file, checked against the size and digest in its manifest (format 1 manifests
+    record none: then the file's footer is read); raises OSError or StoreError."""
+    data = path.read_bytes()
+    recorded = (manifest.get("files") or {}).get(path.name)
+    if recorded is not None:
+        if digest(data) != {"bytes": recorded["bytes"], "sha256": recorded["sha256"]}:
+            why = (f"{len(data)} bytes, where its manifest records {recorded['bytes']}"
+                   if len(data) != recorded["bytes"] else "its SHA-256 is not the one its manifest records")
+            raise StoreError(f"{path} is damaged ({why}); {REDO}")
+        return data
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(io.BytesIO(data)).names)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise StoreError(f"{path} is damaged ({_first_line(exc)}); {REDO}") from None
+    missing = [c for c in FRAME_FILES[path.name] if c not in names]
+    if missing:
+        raise StoreError(f"{path} is damaged (no column {missing[0]!r}); {REDO}")
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def write_run(
@@ -170,110 +230,64 @@ def write_run(
     hists: bytes | None,
     layers: bytes | None = None,
 ) -> Path:
-    """Write one run's files: Parquet first, the manifest last (it marks the run finished).
+    """Write one run's files: Parquet first, the manifest last (it marks the run finished), recording
+    each file's size and digest in it.
 
     A failed run (``metrics is None``) has stale Parquet files of an earlier attempt removed first.
     """
     d = run_dir(out, manifest["run"])
     d.mkdir(parents=True, exist_ok=True)
+    files = {}
     for name, data in ((METRICS_FILE, metrics), (HISTS_FILE, hists), (LAYERS_FILE, layers)):
         if data is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(d / name)
         else:
             write_bytes(d / name, data)
-    write_json(d / MANIFEST, manifest)
+            files[name] = digest(data)
+    write_json(d / MANIFEST, {**manifest, "format": FORMAT, "files": files})
     return d
 
 
-def clean_temp_files(out: str | Path) -> int:
-    """Remove temp files a killed writer left behind (call only while holding the folder's lock)."""
-    n = 0
-    root = Path(out)
-    for p in [*root.glob(".*.tmp"), *root.glob(f"{RUNS_DIR}/*/.*.tmp")]:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            n += 1
-    return n
-
-
-@contextlib.contextmanager
-def locked(out: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on a results folder, so two sweeps never write into it at once."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    path = Path(out) / ".lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            msg = f"{out} is in use by another running sweep; wait for it or use another folder"
-            raise StoreError(msg) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def write_sweep_file(out: str | Path, configs: list[Config], sweep: Mapping[str, Any] | None = None) -> None:
-    """Write ``sweep.json`` for these runs (and the sweep they come from: ``Sweep.describe()``, if any);
-    refuse if the folder already holds a sweep with other runs."""
-    path = Path(out) / SWEEP_FILE
-    sweep = sweep or {}
-    info = {
-        "format": FORMAT,
-        "name": sweep.get("name", ""),
-        "description": sweep.get("description", ""),
-        "path": sweep.get("path"),
-        "source": sweep.get("source"),
-        "runs": [{"run": c.key(), "name": c.name, "config": c.to_dict()} for c in configs],
-    }
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-            old_ids = [r["run"] for r in old["runs"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise StoreError(f"{path} is damaged; delete it or use another folder") from None
-        new_ids = [r["run"] for r in info["runs"]]
-        if sorted(old_ids) != sorted(new_ids):
-            raise StoreError(
-                f"{out} holds a different sweep ({len(old_ids)} runs, {len(set(old_ids) - set(new_ids))} "
-                "not in this one); use another --out folder or delete it"
-            )
-        if old == info:
-            return
-    write_json(path, info)
-
-
 # -- loading -------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise StoreError(
-            f"{path} is damaged ({exc}); delete it and rerun the sweep to redo that run"
-        ) from None
+def _load_manifest(path: Path, folder: str | None) -> dict[str, Any]:
+    m = check_manifest(read_json(path, REDO), path, REDO, CONFIG_COLUMNS, folder)
+    m["_dir"] = path.parent
+    return m
 
 
 def _manifests(root: Path) -> list[dict[str, Any]]:
-    """Every run manifest under a results folder (or the one of a single run's folder), sweep order."""
+    """Every run manifest under a results folder (or the one of a single run's folder), sweep order;
+    a StoreError when one is damaged or the folder mixes runs of two sweeps."""
     if (root / MANIFEST).exists():
-        m = _read_json(root / MANIFEST)
-        m["_dir"] = root
-        return [m]
+        return [_load_manifest(root / MANIFEST, None)]
     if not (root / RUNS_DIR).is_dir() and not (root / SWEEP_FILE).exists():
         raise StoreError(f"{root} is not a gradlab results folder (no {SWEEP_FILE} or {RUNS_DIR}/)")
-    found = {}
-    for p in sorted((root / RUNS_DIR).glob(f"*/{MANIFEST}")):
-        m = _read_json(p)
-        m["_dir"] = p.parent
-        found[m["run"]] = m
-    sweep = _read_json(root / SWEEP_FILE) if (root / SWEEP_FILE).exists() else {"runs": []}
-    order = {r["run"]: i for i, r in enumerate(sweep["runs"])}
-    return sorted(found.values(), key=lambda m: (order.get(m["run"], len(order)), m["run"]))
+    found = [_load_manifest(p, p.parent.name) for p in sorted((root / RUNS_DIR).glob(f"*/{MANIFEST}"))]
+    sweep = None
+    if (root / SWEEP_FILE).exists():
+        path = root / SWEEP_FILE
+        redo = "rerun the sweep into this folder to rewrite it"
+        sweep = check_sweep_file(read_json(path, redo), path, redo)
+    if sweep is not None:
+        sid, listed = identity_of(sweep), {r["run"] for r in sweep["runs"]}
+        for m in found:
+            if m["run"] not in listed or sweep_of(m) not in (None, sid):
+                raise StoreError(
+                    f"{m['_dir'] / MANIFEST} is a run of another sweep than {root / SWEEP_FILE}; move "
+                    f"{m['_dir']} out of {root}, or rerun each sweep into a folder of its own"
+                )
+    else:
+        sweeps = {sweep_of(m): (m["sweep"] or {}).get("name", "") for m in found if sweep_of(m)}
+        if len(sweeps) > 1:
+            names = ", ".join(repr(n or i) for i, n in sweeps.items())
+            raise StoreError(
+                f"{root} mixes the runs of {len(sweeps)} sweeps ({names}) and has no {SWEEP_FILE} to say "
+                "which is its own; rerun one sweep into this folder (it refuses the other's runs) or move "
+                "each sweep's runs/<id> folders into a folder of its own"
+            )
+    order = {r["run"]: i for i, r in enumerate(sweep["runs"] if sweep else [])}
+    return sorted(found, key=lambda m: (order.get(m["run"], len(order)), m["run"]))
 
 
 def runs_table(manifests: list[dict[str, Any]]) -> pd.DataFrame:
@@ -282,12 +296,15 @@ def runs_table(manifests: list[dict[str, Any]]) -> pd.DataFrame:
 
     rows = []
     for m in manifests:
-        c = m["config"]
+        c = m.get("config") or {}
         rows.append(
             {
                 "run": m["run"],
-                "name": c.get("name", ""),
-                **{k: c[k] for k in CONFIG_COLUMNS},
+                "name": c.get("name", m.get("name", "")),
+                "framework": m.get("framework", "gradlab"),
+                "model": m.get("model", ""),
+                "n_params": m.get("n_params"),
+                **{k: c.get(k) for k in CONFIG_COLUMNS},
                 "status": m["status"],
                 "diverged_step": m.get("diverged_step"),
                 "diverged_layer": m.get("diverged_layer"),
@@ -307,22 +324,41 @@ def write_runs_table(out: str | Path) -> pd.DataFrame:
     return df
 
 
+def _frame(m: dict[str, Any], file: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One finished run's frame from its Parquet file, checked against its manifest; a StoreError naming
+    the file and the remedy when it is missing, damaged, or holds another run's rows."""
+    import pandas as pd
+
+    path = m["_dir"] / file
+    try:
+        df = pd.read_parquet(io.BytesIO(_frame_bytes(path, m)), engine="pyarrow", columns=columns)
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing although the run's manifest says it finished; {REDO}") from None
+    except StoreError:
+        raise
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise StoreError(f"{path} is damaged ({_first_line(exc)}); {REDO}") from None
+    missing = [c for c in FRAME_FILES[file] if c not in df.columns and (columns is None or c in columns)]
+    if missing:
+        raise StoreError(f"{path} is damaged (no column {missing[0]!r}); {REDO}")
+    if len(df) and set(df["run"].astype(str).unique()) != {m["run"]}:
+        raise StoreError(f"{path} holds rows of another run than {m['run']}; {REDO}")
+    return df
+
+
 def _read_frames(manifests: list[dict[str, Any]], file: str, dtypes: dict[str, str]) -> pd.DataFrame:
     import pandas as pd
 
-    parts = []
-    for m in manifests:
-        if m["status"] not in FINISHED:
-            continue
-        path = m["_dir"] / file
-        try:
-            parts.append(pd.read_parquet(path, engine="pyarrow"))
-        except FileNotFoundError:
-            raise StoreError(f"{path} is missing although the run's manifest says it finished") from None
+    parts = [_frame(m, file) for m in manifests if m["status"] in FINISHED]
     if not parts:
         return pd.DataFrame({k: pd.Series(dtype=v) for k, v in dtypes.items()})
     df = pd.concat(parts, ignore_index=True)
-    return df[list(dtypes)].astype(dtypes)
+    try:
+        return df[list(dtypes)].astype(dtypes)
+    except (TypeError, ValueError) as exc:
+        where = manifests[0]["_dir"].parent if len(manifests) > 1 else manifests[0]["_dir"]
+        raise StoreError(f"a {file} under {where} has a column of the wrong type ({_first_line(exc)}); "
+                         f"{REDO}") from None
 
 
 def load_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -349,12 +385,10 @@ def load_layers(path: str | Path) -> pd.DataFrame:
     for m in _manifests(Path(path)):
         if m["status"] not in FINISHED:
             continue
-        try:
-            parts.append(pd.read_parquet(m["_dir"] / LAYERS_FILE, engine="pyarrow"))
-        except FileNotFoundError:
-            cols = ["run", "layer", "metric"]
-            metrics = pd.read_parquet(m["_dir"] / METRICS_FILE, engine="pyarrow", columns=cols)
-            parts.append(infer_layers(metrics))
+        if (m["_dir"] / LAYERS_FILE).exists() or LAYERS_FILE in (m.get("files") or {}):
+            parts.append(_frame(m, LAYERS_FILE))
+        else:  # written before runs had a layers table
+            parts.append(infer_layers(_frame(m, METRICS_FILE, ["run", "layer", "metric"])))
     if not parts:
         return pd.DataFrame({k: pd.Series(dtype=v) for k, v in LAYERS_DTYPES.items()})
     return pd.concat(parts, ignore_index=True)[list(LAYERS_DTYPES)].astype(LAYERS_DTYPES)

@@ -204,6 +204,11 @@ def sweep_from_dict(d: dict[str, Any], *, source: str | None = None, path: str |
         _check_keys(t, where, label, FIELDS)
         exclude.append({k: _check_value(k, v, where, label) for k, v in t.items()})
 
+    if not (base or grid or variants or seeds):
+        raise SweepError(
+            f"{where}: the sweep sets no Config field; give them in [base], [grid] or [[variant]] "
+            "(an empty sweep would run one default config)"
+        )
     if seeds is not None:
         for label, t in [
             ("[base]", base),

@@ -19,7 +19,7 @@ from gradlab.atomic import write_frame
 from gradlab.monitor.stats import count_nonfinite, log2_hist, moments, ratio, relu_stats, rule_stats, sq_norm
 from gradlab.nn.activations import ActivationFn, get_activation
 from gradlab.nn.hooks import Schedule, schedule_fn
-from gradlab.records import LAYERS_DTYPES, NETWORK_METRICS, WEIGHTED_KINDS, Recorder
+from gradlab.records import LAYER_KINDS, LAYERS_DTYPES, NETWORK_METRICS, WEIGHTED_KINDS, Recorder
 from gradlab.statistics import BY_NAME, FAST_PATH, STATISTICS, layer_statistics, reference, stat_metrics
 
 if TYPE_CHECKING:
@@ -44,6 +44,46 @@ def layer_metrics(
     return layer_statistics(params, bounded, rectifier, stats)
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _step(step: object) -> int:
+    """A step number as stored (int64, counted from 0); anything else is refused."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= INT64_MAX:
+        raise ValueError(f"step={step!r} must be an integer from 0 to 2**63 - 1 (the updates applied so far)")
+    return int(step)
+
+
+def _text(s: object) -> bool:
+    """A string that Parquet can store (no lone surrogates)."""
+    if not isinstance(s, str):
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _measurable(role: str, layer: str, a: object) -> Array | None:
+    """``a`` as a float64 array (float16 sums overflow past 65504, int8 ones wrap around), or a clear
+    error for what has no real magnitude to measure (complex, text, objects) or no entries."""
+    if a is None:
+        return None
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # whatever the object's __array__ raises
+            raise TypeError(f"{role} of layer {layer!r} is not an array ({type(a).__name__}: {exc})") \
+                from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{role} of layer {layer!r} has dtype {a.dtype}; the Observer measures real numbers "
+                        "(floats, integers, bool): pass e.g. abs(x) or x.real")
+    if a.size == 0:
+        raise ValueError(f"{role} of layer {layer!r} is empty (shape {a.shape}); pass arrays with entries")
+    return a if a.dtype == np.float64 else a.astype(np.float64)
+
+
 class _Slot:
     """Where one layer's metrics go (column ``c_<metric>``, −1 when absent) and its recent unit activity."""
 
@@ -66,7 +106,9 @@ class Observer:
     """Computes the statistics of named layers from the arrays a training loop already has.
 
     Call :meth:`observe` once per layer per step and :meth:`observe_network` once per step (in any
-    order within a step; steps must not decrease), then :meth:`frame` for the tidy frame.
+    order within a step; steps are integers from 0 to 2**63 − 1 that never decrease), then :meth:`frame`
+    for the tidy frame. Arrays of any real dtype are measured in float64; complex, text, object and
+    empty arrays are refused with a one-line error.
     """
 
     def __init__(
@@ -78,6 +120,8 @@ class Observer:
     ) -> None:
         if isinstance(dead_window, bool) or not isinstance(dead_window, int) or dead_window < 1:
             raise ValueError(f"dead_window={dead_window!r} must be an integer >= 1")
+        if not _text(run):
+            raise ValueError(f"run={run!r} must be a string")
         stat_metrics(stats)
         self.stats = None if stats is None else tuple([stats] if isinstance(stats, str) else stats)
         self.run = run
@@ -113,6 +157,8 @@ class Observer:
         first use, in the order it first sees them)."""
         if name in self.slots:
             return
+        if not _text(name) or not name:
+            raise ValueError(f"layer={name!r} must be a non-empty string (\"\" names the network-level rows)")
         act = get_activation(activation) if activation is not None else None
         if has_params is None:
             has_params = kind in PARAM_KEYS or kind in WEIGHTED_KINDS
@@ -133,6 +179,7 @@ class Observer:
     def row_for(self, step: int) -> Array:
         """The row of ``step`` (a view into the recorder), started when ``step`` is new."""
         if self._row_step != step:
+            step = _step(step)
             if self._row_step is not None and step < self._row_step:
                 raise ValueError(f"step={step} comes after step {self._row_step}; steps must not decrease")
             self._row = self.recorder.new_row(step)
@@ -167,7 +214,15 @@ class Observer:
             preactivation: the activation's input (only GELU's inactivity rule needs it).
             kind: "dense" (the default when a weight is given), "activation", or another layer kind.
         """
+        step = _step(step)
+        given = {"output": output, "weight": weight, "weight_grad": weight_grad, "bias_grad": bias_grad,
+                 "update": update, "grad_out": grad_out, "grad_in": grad_in, "preactivation": preactivation}
+        output, weight, weight_grad, bias_grad, update, grad_out, grad_in, preactivation = (
+            _measurable(role, layer, a) for role, a in given.items())
         if layer not in self.slots:
+            if kind is not None and activation is None and kind not in LAYER_KINDS:
+                raise ValueError(f"kind={kind!r} of layer {layer!r} is not a layer kind; allowed: "
+                                 f"{', '.join(LAYER_KINDS)}")
             if kind is None:
                 kind = "activation" if activation is not None else "dense" if weight is not None else "layer"
             n_params = None
@@ -313,8 +368,11 @@ class Observer:
         values = (loss, accuracy, grad_norm_total, grad_norm_clipped, clipped, lr)
         for metric, v in zip(NETWORK_METRICS, values, strict=True):
             if v is not None:
-                row[c[metric]] = float(v)
-        bad = any(v is not None and not math.isfinite(v) for v in (loss, grad_norm_total))
+                try:
+                    row[c[metric]] = float(v)
+                except (TypeError, ValueError):
+                    raise TypeError(f"{metric}={v!r} must be a real number (or None: not measured)") from None
+        bad = any(v is not None and not math.isfinite(float(v)) for v in (loss, grad_norm_total))
         if bad and self.divergence is None:
             self.divergence = (step, "")
 

@@ -127,6 +127,11 @@ class Network:
     def attach(self, *monitors: Any) -> Handle:
         """Attach monitors; use as ``with net.attach(m): ...`` so they are always detached."""
         new = as_monitors(monitors)
+        for i, m in enumerate(new):
+            if any(m is o for o in [*self._monitors, *new[:i]]):
+                # a monitor's on_attach declares its layers and its buffers once: twice would reset them
+                raise ValueError(f"this {type(m).__name__} is already attached to this network; attach a "
+                                 "monitor once (a second monitor records the same layers twice)")
         names = [n for n, _ in self.named_layers()]
         layers = dict(self.named_layers())
         attached: list[Any] = []

@@ -135,17 +135,27 @@ def colors_for(arms: Iterable[str], colors: Mapping[str, Any] | None) -> dict[st
     return base
 
 
+def plain(text: Any) -> str:
+    """``text`` for a chart, shown as written: a name is text, never mathtext (``$x^$`` would not parse).
+
+    Escape after wrapping: a line break inside ``\\$`` would unbalance the dollars.
+    """
+    return str(text).replace("$", r"\$")
+
+
 def empty_note(ax: Any, text: str = "no data") -> None:
     """Write a grey note in the middle of an empty panel."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.5")
+    ax.text(0.5, 0.5, plain(text), transform=ax.transAxes, ha="center", va="center", color="0.5")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def legend_below(fig: Figure, handles: Sequence[Any], labels: Sequence[str], fontsize: float = 8) -> None:
-    """A figure legend under the axes, with as many columns as the longest label lets fit."""
+    """A figure legend under the axes, with as many columns as the longest label lets fit (labels are
+    shown as written, a leading "_" included)."""
     if not handles:
         return
+    labels = [plain(a) for a in labels]
     px_per_char = 0.75 * fontsize  # DejaVu Sans at 100 dpi, measured on "weight_scale=0.9 bias_scale=0.3"
     width_px = fig.get_figwidth() * 100 - 20
     ncol = max(1, min(len(labels), int(width_px // (px_per_char * max(map(len, labels)) + 50))))
@@ -170,7 +180,7 @@ def suptitle(fig: Figure, text: str) -> None:
     import textwrap
 
     chars = int(fig.get_figwidth() * 100 / 8.5)  # ~8.5 px per character at the default 12 pt
-    fig.suptitle("\n".join(textwrap.wrap(text, chars)) if text else text)
+    fig.suptitle(plain("\n".join(textwrap.wrap(text, chars))) if text else text)
 
 
 def integer_x(ax: Any) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from gradlab.plots.common import in_forward_order, layer_table, new_figure, suptitle, with_positions
+from gradlab.plots.common import in_forward_order, layer_table, new_figure, plain, suptitle, with_positions
 from gradlab.records import WEIGHTED_KINDS
 
 if TYPE_CHECKING:
@@ -88,14 +88,15 @@ def plot_distributions(series: pd.DataFrame, *, title: str = "Per-layer distribu
         for j, step in enumerate(steps):
             ax = axes[i, j]
             g = series[(series["quantity"] == q) & (series["step"] == step)]
+            lines, labels = [], []
             for k, layer in enumerate(layers):
                 lg = g[g["layer"] == layer]
                 if lg.empty:
                     continue
                 z = float(lg["zero_frac"].iloc[0])
-                label = layer + (f" ({z:.0%} zeros)" if z >= 0.01 else "")
-                ax.plot(lg["log10_mag"], lg["fraction"], lw=1.3, color=cmap(k / max(1, len(layers) - 1)),
-                        label=label)
+                labels.append(plain(layer + (f" ({z:.0%} zeros)" if z >= 0.01 else "")))
+                lines += ax.plot(lg["log10_mag"], lg["fraction"], lw=1.3,
+                                 color=cmap(k / max(1, len(layers) - 1)))
             ax.grid(True, alpha=0.3)
             if i == 0:
                 ax.set_title(f"step {step}", fontsize=10)
@@ -103,6 +104,8 @@ def plot_distributions(series: pd.DataFrame, *, title: str = "Per-layer distribu
                 ax.set_ylabel(f"{names.get(q, q)}\nfraction of entries", fontsize=9)
             ax.set_xlabel("log10 |value|")
             if j == len(steps) - 1 and layers:
-                ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+                # explicit labels: a name starting with "_" would otherwise be left out
+                ax.legend(lines, labels, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                          frameon=False)
     suptitle(fig, title)
     return fig

@@ -25,6 +25,7 @@ from gradlab.plots.common import (
     natural_key,
     natural_rank,
     new_figure,
+    plain,
     run_arms,
     select_runs,
     suptitle,
@@ -201,7 +202,7 @@ def plot_gradient_flow(series: pd.DataFrame, *, colors: Mapping[str, Any] | None
             log_y(ax)
             ax.grid(True, which="major", alpha=0.3)
             if i == 0:
-                ax.set_title(ptitle, fontsize=10)
+                ax.set_title(plain(ptitle), fontsize=10)
             if j == 0:
                 ax.set_ylabel(METRIC_AXIS.get(metric, metric))
             if i == len(metrics) - 1:
@@ -272,10 +273,10 @@ def plot_heatmap(series: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: st
         fig.colorbar(mesh, ax=ax, label=label, shrink=0.9)
         every = max(1, int(np.ceil(len(mat.index) / 14)))
         ticks = np.arange(0, len(mat.index), every)
-        ax.set_yticks(ticks, [mat.index[t] for t in ticks], fontsize=7)
+        ax.set_yticks(ticks, [plain(mat.index[t]) for t in ticks], fontsize=7)
         ax.set_xlabel("step")
         integer_x(ax)
-        ax.set_title(name or METRIC_AXIS.get(metric, metric), fontsize=10)
+        ax.set_title(plain(name or METRIC_AXIS.get(metric, metric)), fontsize=10)
     if title:
         suptitle(fig, title)
     return fig
@@ -326,7 +327,7 @@ def plot_saturation(series: pd.DataFrame, *, max_panels: int = 6,
         ax.grid(True, alpha=0.3)
         arm = str(g["arm"].iloc[0])
         head = "\n".join(textwrap.wrap(arm, 38)[:2])
-        ax.set_title(f"{head}\n{METRIC_AXIS.get(metric, metric)}", fontsize=8)
+        ax.set_title(plain(f"{head}\n{METRIC_AXIS.get(metric, metric)}"), fontsize=8)
         if k % ncols == 0:
             ax.set_ylabel("fraction")
         ax.set_xlabel("step")

@@ -25,6 +25,7 @@ from gradlab.plots.common import (
     natural_key,
     natural_rank,
     new_figure,
+    plain,
     robust_log_limits,
     run_arms,
     select_runs,
@@ -239,15 +240,15 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
         dark = np.isfinite(r.value) and abs(r.value - center) > 0.6 * span
         ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize=8,
                 color="white" if dark else "black", fontweight="bold" if bad else "normal")
-    ax.set_xticks(range(len(cvals)), [format_value(c) for c in cvals])
+    ax.set_xticks(range(len(cvals)), [plain(format_value(c)) for c in cvals])
     if cvals == [""]:
         ax.set_xticks([])
-    ax.set_yticks(range(len(rvals)), rlabels, fontsize=9 if longest < 30 else 8)
-    ax.set_xlabel(series.attrs.get("cols", ""))
-    ax.set_ylabel(series.attrs.get("rows", ""))
+    ax.set_yticks(range(len(rvals)), [plain(r) for r in rlabels], fontsize=9 if longest < 30 else 8)
+    ax.set_xlabel(plain(series.attrs.get("cols", "")))
+    ax.set_ylabel(plain(series.attrs.get("rows", "")))
     label = series.attrs.get("label", "value")
-    fig.colorbar(im, ax=ax, label="\n".join(textwrap.wrap(label, 34)))
-    ax.set_title("\n".join(textwrap.wrap(title or "Sweep: " + label, int(width * 12))), fontsize=10)
+    fig.colorbar(im, ax=ax, label=plain("\n".join(textwrap.wrap(label, 34))))
+    ax.set_title(plain("\n".join(textwrap.wrap(title or "Sweep: " + label, int(width * 12)))), fontsize=10)
     return fig
 
 
@@ -308,7 +309,7 @@ def plot_clipping(series: Mapping[str, pd.DataFrame], *, colors: Mapping[str, An
     bx.barh(y, fired["fraction"], color=[colors[a] for a in fired["arm"]])
     for yi, frac in zip(y, fired["fraction"], strict=True):
         bx.text(min(frac, 0.8) + 0.02, yi, f"{frac:.0%}", va="center", fontsize=7)
-    bx.set_yticks(y, ["\n".join(textwrap.wrap(a, 22)[:2]) for a in fired["arm"]], fontsize=7)
+    bx.set_yticks(y, [plain("\n".join(textwrap.wrap(a, 22)[:2])) for a in fired["arm"]], fontsize=7)
     bx.invert_yaxis()
     bx.set_xlim(0, 1)
     bx.set_xlabel("fraction of steps clipped")
@@ -357,7 +358,7 @@ def plot_phase_diagram(sw2_grid: np.ndarray, sb2_grid: np.ndarray, chi1: np.ndar
                    clip_on=False)
         upright = len(points) > 6  # many labels side by side: vertical, so neighbours do not overlap
         for r in points.itertuples(index=False):
-            ax.annotate(str(getattr(r, "label", "")), (r.sw2, r.sb2), xytext=(0, 6) if upright else (4, 4),
+            ax.annotate(plain(getattr(r, "label", "")), (r.sw2, r.sb2), xytext=(0, 6) if upright else (4, 4),
                         textcoords="offset points", fontsize=7, rotation=90 if upright else 0,
                         ha="center" if upright else "left", va="bottom",
                         bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
@@ -373,5 +374,5 @@ def plot_phase_diagram(sw2_grid: np.ndarray, sb2_grid: np.ndarray, chi1: np.ndar
     ax.set_xlabel("σ_w²  (weight variance × fan-in)")
     ax.set_ylabel("σ_b²  (bias variance)")
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(title + (f" ({activation})" if activation else ""), fontsize=10)
+    ax.set_title(plain(title + (f" ({activation})" if activation else "")), fontsize=10)
     return fig

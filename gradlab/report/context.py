@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import pandas as pd
 
 from gradlab import plots
 from gradlab.diagnosis import run_verdicts
-from gradlab.plots.common import arm_labels, format_value, natural_key, varying_axes
+from gradlab.plots.common import arm_labels, config_columns, format_value, natural_key, varying_axes
 from gradlab.records import layers_for
 
 if TYPE_CHECKING:
@@ -54,14 +55,21 @@ FEW_ARMS = 3
 """With at most this many arms, every arm gets its own section; above it, arms are grouped by an axis."""
 
 
+CHARTS_RECORD = ".gradlab-charts.json"
+"""In ``img/``: the charts the last report wrote there, the only files a new report deletes."""
+
+
 class _Charts:
     """Saves each Figure as a PNG in ``out_dir`` and returns its <figure> HTML with a data URI."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir / "img"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for old in self.out_dir.glob("[0-9][0-9]*-*.png"):  # a previous report's charts
-            old.unlink()
+        self.record = self.out_dir / CHARTS_RECORD
+        for name in _recorded(self.record):  # the previous report's charts, and nothing else
+            (self.out_dir / name).unlink(missing_ok=True)
+        self.written: list[str] = []
+        self.record.write_text("[]\n", encoding="utf-8")
         self.count = 0
 
     def add(self, fig: Figure, name: str, caption: str = "") -> str:
@@ -72,9 +80,37 @@ class _Charts:
         data = buf.getvalue()
         fname = f"{self.count:02d}-{slug(name)}.png"
         (self.out_dir / fname).write_bytes(data)
+        self.written.append(fname)
+        self.record.write_text(json.dumps(self.written) + "\n", encoding="utf-8")
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
         return f'<figure><img src="{uri}" alt="{esc(name)}" loading="lazy">{cap}</figure>'
+
+
+def _recorded(record: Path) -> list[str]:
+    """The chart file names a report recorded (plain ``NN-*.png`` names only); [] if none or unreadable."""
+    try:
+        names = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    ok = re.compile(r"[0-9]{2,}-[a-z0-9-]+\.png")
+    return [n for n in names if isinstance(n, str) and ok.fullmatch(n)] if isinstance(names, list) else []
+
+
+def check_group_by(runs: pd.DataFrame, group_by: str | None) -> None:
+    """Raise a one-line ValueError unless ``group_by`` is None or a config column of the runs table."""
+    if group_by is None:
+        return
+    allowed = [c for c in config_columns(runs) if c != "name"]
+    if group_by not in allowed:
+        import difflib
+
+        near = difflib.get_close_matches(str(group_by), allowed, n=1)
+        axes = varying_axes(runs)
+        vary = f" (these vary: {', '.join(axes)})" if axes else ""
+        hint = f"; did you mean {near[0]!r}?" if near else ";"
+        raise ValueError(f"--group-by {group_by!r} is not a config column of these runs{hint} "
+                         f"allowed: {', '.join(allowed)}{vary}")
 
 
 def _choose_group_axis(runs: pd.DataFrame, axes: list[str]) -> str | None:
@@ -129,6 +165,7 @@ class ReportContext:
         self.ratio0 = plots.gradient_ratio(metrics, step=0, layers=self.layers)
         self.ratio_end = plots.gradient_ratio(metrics, step="last", layers=self.layers)
         self.verdicts = run_verdicts(findings) if findings is not None else pd.Series(dtype="string")
+        check_group_by(self.runs, group_by)
         if group_by is None and len(self.arms) > FEW_ARMS:
             group_by = _choose_group_axis(self.runs, self.axes)
         self.group_by = group_by

@@ -20,7 +20,7 @@ import pandas as pd
 
 from gradlab.diagnosis import diagnose
 from gradlab.records import layers_for
-from gradlab.report.context import ReportContext, esc, slug
+from gradlab.report.context import ReportContext, check_group_by, esc, slug
 from gradlab.report.sections import (
     comparisons_section,
     findings_section,
@@ -125,6 +125,7 @@ def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) ->
     from gradlab.experiment import store
 
     runs, metrics = store.load_results(runs_dir)
+    check_group_by(runs, kwargs.get("group_by"))  # before the slow part
     if kwargs.get("layers") is None:
         kwargs["layers"] = store.load_layers(runs_dir)
     if "hists" not in kwargs:

@@ -278,7 +278,13 @@ def sigma_params(
     """
     fan_in = width if fan_in is None else fan_in
     fan_out = width if fan_out is None else fan_out
-    return fan_in * weight_std(init, fan_in, fan_out, weight_scale) ** 2, float(bias_scale) ** 2
+    try:
+        return fan_in * weight_std(init, fan_in, fan_out, weight_scale) ** 2, float(bias_scale) ** 2
+    except OverflowError:
+        raise ValueError(
+            f"weight_scale={float(weight_scale):g} or bias_scale={float(bias_scale):g} is too large for "
+            "the mean-field theory: σ_w² or σ_b² overflows float64"
+        ) from None
 
 
 def layer_sigma_w2(

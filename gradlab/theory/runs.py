@@ -7,9 +7,9 @@ initialisation, next to the one it did show.
 stacks, and Dense → BatchNorm → φ through Yang et al.'s rate. It skips, giving the reason:
 residual connections, layer norm and dropout (no mean-field profile here), failed runs, runs without
 a finite step-0 ``grad_out_norm`` for every Dense layer, inits without a variance rule or with zero
-weights, and batch norm with fewer than 4 samples per batch (λ_G is infinite). The Dense layers are the
-weighted layers of the layers table (:data:`gradlab.records.WEIGHTED_KINDS`) in forward order; a layer's
-name is only a label.
+weights, weight or bias scales whose σ² overflows float64, and batch norm with fewer than 4 samples
+per batch (λ_G is infinite). The Dense layers are the weighted layers of the layers table
+(:data:`gradlab.records.WEIGHTED_KINDS`) in forward order; a layer's name is only a label.
 
 The input's q_in = ‖x‖²/d: 1 for the datasets whose inputs are N(0, I) (``gaussian``, ``teacher``);
 for the others it is estimated from the first Dense layer's measured output at step 0, whose second moment
@@ -68,6 +68,8 @@ def expected_vs_measured(runs: pd.DataFrame, metrics: pd.DataFrame, *,
             parts.append(_one_run(run, cfg, by_run.get(run), cache))
         except _SkipError as skip:
             parts.append(_skipped(run, str(skip)))
+        except (ArithmeticError, ValueError) as exc:  # e.g. a config beyond float64's range: no theory
+            parts.append(_skipped(run, f"the mean-field computation failed ({type(exc).__name__}: {exc})"))
     if not parts:
         return _skipped("", "")[:0]
     out = pd.concat(parts, ignore_index=True)
@@ -114,11 +116,13 @@ def _one_run(run: str, cfg: Mapping[str, Any], rows: pd.DataFrame | None, cache:
     try:
         sw = layer_sigma_w2(str(cfg["init"]), float(cfg["weight_scale"]), in_dim, int(cfg["width"]), depth,
                             out_dim)
+        sb2 = sigma_params(str(cfg["init"]), 1.0, float(_get(cfg, "bias_scale", 0.0)))[1]
     except ValueError as e:
         raise _SkipError(str(e)) from None
     if not np.all(sw > 0):
         raise _SkipError("zero weights: no signal to propagate")
-    sb2 = float(_get(cfg, "bias_scale", 0.0)) ** 2
+    if not (np.all(np.isfinite(sw)) and math.isfinite(sb2)):
+        raise _SkipError("σ_w² or σ_b² is not finite: the mean-field theory does not apply")
     if dataset in STANDARD_INPUTS:
         q_in, layer0_known = 1.0, True
     elif q0 is None:
@@ -183,7 +187,8 @@ def phase_points(runs: pd.DataFrame) -> pd.DataFrame:
                                     float(_get(cfg, "bias_scale", 0.0)), int(cfg["width"]))
         except ValueError:
             continue
-        rows.append((str(cfg["run"]), str(cfg["activation"]), int(cfg["depth"]), sw2, sb2))
+        if math.isfinite(sw2) and math.isfinite(sb2):
+            rows.append((str(cfg["run"]), str(cfg["activation"]), int(cfg["depth"]), sw2, sb2))
     return pd.DataFrame(rows, columns=["run", "activation", "depth", "sw2", "sb2"])
 
 
