@@ -14,6 +14,7 @@ import pandas as pd
 RUN_OUTPUT_COLUMNS = (
     "run",
     "name",
+    "n_params",
     "status",
     "diverged_step",
     "diverged_layer",

@@ -10,6 +10,12 @@ import gradlab
 
 PACKAGES = ["gradlab", "gradlab.nn", "gradlab.monitor", "gradlab.experiment", "gradlab.diagnosis",
             "gradlab.theory", "gradlab.plots", "gradlab.report"]
+try:  # the PyTorch adapter is an optional extra
+    import torch  # noqa: F401
+
+    PACKAGES.append("gradlab.torch")
+except ImportError:
+    pass
 
 _CHECK = r"""
 import importlib, inspect, sys, types

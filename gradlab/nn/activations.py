@@ -128,7 +128,7 @@ ACTIVATIONS: dict[str, ActivationFn] = {
         "tanh",
         np.tanh,
         lambda x: 1.0 - np.tanh(x) ** 2,
-        saturated=lambda y, x=None: np.abs(y) > SATURATION_LEVEL,
+        saturated=lambda y, x=None: (y > SATURATION_LEVEL) | (y < -SATURATION_LEVEL),  # operators: torch too
         deriv_from_output=lambda y: 1.0 - y * y,  # tanh′ = 1 − y²
     ),
     "relu": ActivationFn(
