@@ -223,12 +223,14 @@ class Observer:
             if kind is not None and activation is None and kind not in LAYER_KINDS:
                 raise ValueError(f"kind={kind!r} of layer {layer!r} is not a layer kind; allowed: "
                                  f"{', '.join(LAYER_KINDS)}")
+            # any parameter array makes it a layer with parameters (a bias alone included)
+            given = any(a is not None for a in (weight, weight_grad, bias_grad, update))
             if kind is None:
-                kind = "activation" if activation is not None else "dense" if weight is not None else "layer"
+                kind = ("activation" if activation is not None else "dense" if weight is not None
+                        else "weighted" if given else "layer")
             n_params = None
             if weight is not None:
                 n_params = int(weight.size) + (int(bias_grad.size) if bias_grad is not None else 0)
-            given = weight is not None or weight_grad is not None
             self.add_layer(layer, kind, activation, has_params=True if given else None, n_params=n_params)
             self._shape_from(layer, grad_in if preactivation is None else preactivation, output)
             self._shape_from(layer, None, grad_out)
@@ -310,6 +312,10 @@ class Observer:
                 v = sq_norm(db)
                 row[slot.c_grad_b_norm] = math.sqrt(v)
                 bad += count_nonfinite(db, v)
+        else:  # a layer declared without parameters: its gradients still count as its NaNs
+            for g in (dW, db):
+                if g is not None:
+                    bad += count_nonfinite(g, sq_norm(g))
         prev = row[slot.c_nonfinite]
         row[slot.c_nonfinite] = bad + (0 if math.isnan(prev) else prev)
         if slot.extra:
