@@ -36,6 +36,7 @@ _LAZY = {
     "load_and_report": ("gradlab.report", "load_and_report"),
     "theory": ("gradlab.theory", None),
     "expected_vs_measured": ("gradlab.theory", "expected_vs_measured"),
+    "fix": ("gradlab.repair", "fix"),
 }
 
 
@@ -84,6 +85,7 @@ __all__ = [
     "diagnose",
     "expected_vs_measured",
     "findings_to_json",
+    "fix",
     "format_findings",
     "get_activation",
     "init_weights",

@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "theory": {"nn", "records", "statistics", "experiment"},
     "plots": {"records", "statistics", "arms"},
     "report": {"diagnosis", "theory", "plots", "experiment", "records", "statistics", "arms", "version"},
+    # repair runs the fix sweeps: the runner's stage, then diagnosis (a stage after it)
+    "repair": {"experiment", "diagnosis", "records", "arms"},
     "torch": {"nn", "monitor", "records", "statistics", "atomic", "arms", "diagnosis", "experiment",
               "version"},
 }

@@ -5,7 +5,8 @@ A run's *language* comes from its runs-table row: ``framework == "torch"`` speak
 by the Observer) plain terms, and anything else — gradlab's own runs, a missing column — gradlab's
 config keys (``init='he_normal'``, ``clip_norm=1``). Changes of a number (the learning rate, the init
 scale, the clip threshold) are sized by what was measured — e.g. lr × target/measured update ratio —
-and said to be estimates.
+and said to be estimates. The same fixes as config changes that ``gradlab.fix`` can try are in
+:mod:`gradlab.diagnosis.candidates`, worded from this module's term table.
 """
 
 from __future__ import annotations

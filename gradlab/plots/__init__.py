@@ -27,6 +27,7 @@ from gradlab.plots.layers import (
     plot_saturation,
     saturation_series,
 )
+from gradlab.plots.outcomes import OUTCOMES, outcome_matrix_series, outcomes_to_show
 from gradlab.plots.runs import (
     clipping_series,
     gradient_ratio,
@@ -39,6 +40,7 @@ from gradlab.plots.runs import (
 )
 
 __all__ = [
+    "OUTCOMES",
     "arm_colors",
     "arm_labels",
     "clipping_series",
@@ -49,6 +51,8 @@ __all__ = [
     "heatmap_series",
     "layer_table",
     "natural_key",
+    "outcome_matrix_series",
+    "outcomes_to_show",
     "plot_clipping",
     "plot_distributions",
     "plot_gradient_flow",

@@ -202,9 +202,10 @@ def sweep_matrix_series(runs: pd.DataFrame, metrics: pd.DataFrame, *, rows: str,
     return frame
 
 
-def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center: float = 0.0) -> Figure:
-    """Draw :func:`sweep_matrix_series`: annotated cells, diverging colours centred at ``center``,
-    hatched diverged/failed cells."""
+def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center: float = 0.0,
+                      fmt: str = "{:+.1f}", min_span: float = 1.0, cmap: str = "RdBu_r") -> Figure:
+    """Draw :func:`sweep_matrix_series`: annotated cells (``fmt``), diverging colours (``cmap``) centred at
+    ``center`` (at least ``min_span`` either side), hatched diverged/failed cells."""
     from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
@@ -215,8 +216,8 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
     for r in series.itertuples(index=False):
         mat[rvals.index(r.row), cvals.index(r.col)] = r.value
     finite = mat[np.isfinite(mat)]
-    span = max(1.0, float(np.abs(finite - center).max())) if len(finite) else 1.0
-    cmap = colormaps["RdBu_r"].with_extremes(bad="0.88")
+    span = max(min_span, float(np.abs(finite - center).max())) if len(finite) else min_span
+    colors = colormaps[cmap].with_extremes(bad="0.88")
     rlabels = ["\n".join(textwrap.wrap(format_value(r), 44)) for r in rvals]
     longest = max((len(line) for lab in rlabels for line in lab.splitlines()), default=4)
     width = min(9.0, 2.9 + 1.15 * len(cvals) + 0.075 * longest)
@@ -224,11 +225,12 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
         1, max(lab.count("\n") + 1 for lab in rlabels) * 0.7)))
     ax = axes[0, 0]
     norm = TwoSlopeNorm(center, center - span, center + span)
-    im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap, norm=norm, aspect="auto")
+    im = ax.imshow(np.ma.masked_invalid(mat), cmap=colors, norm=norm, aspect="auto")
     for r in series.itertuples(index=False):
         i, j = rvals.index(r.row), cvals.index(r.col)
         bad = r.n_diverged + r.n_failed
-        lines = [] if not np.isfinite(r.value) else [f"{r.value:+.1f}" if abs(r.value) >= 0.05 else "0.0"]
+        text = fmt.format(r.value) if np.isfinite(r.value) else ""
+        lines = [] if not text else [text if fmt != "{:+.1f}" or abs(r.value) >= 0.05 else "0.0"]
         if r.n_failed:
             lines.append("failed" if r.n_failed == r.n else f"{r.n_failed}/{r.n} failed")
         if r.n_diverged:

@@ -7,7 +7,6 @@ names or findings goes through :func:`esc`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,22 +17,11 @@ from gradlab.diagnosis import KINDS
 from gradlab.plots.common import axis_values, config_columns, format_value, natural_key
 from gradlab.records import WEIGHTED_KINDS
 from gradlab.report.context import INFO_KINDS, MAX_ARMS_PER_CHART, NONE, ReportContext, esc, sci, slug
+from gradlab.report.fixes import fix_section, outcome_matrices
+from gradlab.report.tables import table
 
 PHASE_GRID = (40, 16)
 """(σ_w², σ_b²) points of the phase diagram's χ₁ grid: ~1 s of quadrature."""
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], num: Sequence[int] = ()) -> str:
-    """An HTML table: ``header`` plain text (escaped here), ``rows`` ready HTML cells, column 0 an id."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    cls = {i: ' class="num"' for i in num} | {0: ' class="id"'}
-    body = "\n".join(
-        "<tr>" + "".join(f"<td{cls.get(i, '')}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows
-    )
-    return (
-        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n'
-        "</tbody></table></div>"
-    )
 
 
 def status_badge(s: str) -> str:
@@ -134,7 +122,8 @@ def _tail(text: Any, lines: int = 25) -> str:
 
 
 def comparisons_section(rep: ReportContext) -> str:
-    """Charts across arms: sweep matrix, gradient flow, training curves, clipping, phase diagram."""
+    """Charts across arms: sweep matrix, gradient flow, training curves, clipping, phase diagram (after
+    the "Which fix works" section of a fix sweep)."""
     parts = []
     if rep.axes:
         rows, cols = _matrix_axes(rep)
@@ -148,6 +137,7 @@ def comparisons_section(rep: ReportContext) -> str:
         if others:
             cap += f" Cells take the median over {', '.join(others)}."
         parts.append(rep.charts.add(plots.plot_sweep_matrix(m), "sweep matrix", cap))
+        parts.extend(outcome_matrices(rep, runs, rows, cols))
     if len(rep.arms) <= MAX_ARMS_PER_CHART:
         parts.append(rep.flow(rep.arms, "gradient flow"))
         parts.append(rep.curves(list(rep.runs["run"]), "training curves"))
@@ -172,7 +162,8 @@ def comparisons_section(rep: ReportContext) -> str:
         )
     parts.append(_theory_note(rep))
     parts.append(_phase(rep))
-    return '<section id="comparisons"><h2>Comparisons</h2>' + "\n".join(x for x in parts if x) + "</section>"
+    body = '<section id="comparisons"><h2>Comparisons</h2>' + "\n".join(x for x in parts if x) + "</section>"
+    return fix_section(rep) + body
 
 
 def _matrix_axes(rep: ReportContext) -> tuple[str, str | None]:

@@ -10,6 +10,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("gradlab.torch needs PyTorch: pip install 'gradlab[torch]'") from exc
 
+from gradlab.torch.fixes import Trial, TryResult, try_fixes
 from gradlab.torch.handle import DivergedError, Watch, watch
 
-__all__ = ["DivergedError", "Watch", "watch"]
+__all__ = ["DivergedError", "Trial", "TryResult", "Watch", "try_fixes", "watch"]
