@@ -236,13 +236,14 @@ def _report(args: argparse.Namespace) -> int:
 # -- diagnose -----------------------------------------------------------------------------------------
 def _diagnose(args: argparse.Namespace) -> int:
     from gradlab.diagnosis import KINDS, diagnose, findings_to_json, format_findings
-    from gradlab.experiment.store import load_layers, load_results
+    from gradlab.diagnosis.table import READ
+    from gradlab.experiment.store import load_layers, read_results
 
     fail_on = [k.strip() for k in args.fail_on.split(",") if k.strip()] if args.fail_on else []
     unknown = [k for k in fail_on if k not in KINDS]
     if unknown:
         raise ValueError(f"--fail-on {','.join(unknown)} is not a finding kind; allowed: {', '.join(KINDS)}")
-    runs, metrics = load_results(args.runs_dir)
+    runs, metrics = read_results(args.runs_dir, READ)  # only the rows the rules read
     findings = diagnose(metrics, runs, layers=load_layers(args.runs_dir))
     width = max(140, shutil.get_terminal_size((140, 24)).columns)
     text = findings_to_json(findings) if args.json else format_findings(findings, width=width, runs=runs)
@@ -252,6 +253,20 @@ def _diagnose(args: argparse.Namespace) -> int:
         kinds = ", ".join(sorted(set(hit["kind"])))
         print(f"gradlab: {len(hit)} finding(s) of kind {kinds} (--fail-on)", file=sys.stderr)
         return 1
+    return 0
+
+
+# -- fix ------------------------------------------------------------------------------------------------
+def _fix(args: argparse.Namespace) -> int:
+    from gradlab.repair import fix, format_outcomes
+
+    line = ProgressLine(sys.stderr, header=f"fix {args.runs_dir}", where="")
+    try:
+        outcomes = fix(args.runs_dir, runs=args.runs, out=args.out, jobs=args.jobs, scheduler=args.scheduler,
+                       progress=line)
+    finally:
+        line.close()
+    print(printable(format_outcomes(outcomes)))
     return 0
 
 
@@ -303,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")
     diag.set_defaults(func=_diagnose)
+
+    fx = sub.add_parser("fix", help="try each unhealthy run's candidate fixes as a paired sweep, rank them")
+    fx.add_argument("runs_dir", metavar="RUNS_DIR", help="a results folder written by 'gradlab sweep'")
+    fx.add_argument("--runs", metavar="ID[,ID]", help="only these runs (default: every unhealthy run)")
+    fx.add_argument("--out", metavar="DIR", help="where the fix sweeps go (default: <RUNS_DIR>-fix)")
+    fx.add_argument("--jobs", type=int, metavar="N", help="local worker processes (0 = in this process)")
+    fx.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)")
+    fx.set_defaults(func=_fix)
     return parser
 
 

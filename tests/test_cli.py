@@ -264,7 +264,7 @@ def test_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):
 def test_a_bug_is_one_line_never_a_traceback(small_results, capsys, monkeypatch):
     from gradlab.experiment import store as st
 
-    monkeypatch.setattr(st, "load_results", lambda *a: {}["boom"])
+    monkeypatch.setattr(st, "read_results", lambda *a: {}["boom"])  # what diagnose reads with
     monkeypatch.delenv("GRADLAB_DEBUG", raising=False)
     assert main(["diagnose", str(small_results)]) == 3
     err = capsys.readouterr().err

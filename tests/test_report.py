@@ -151,7 +151,7 @@ def test_load_and_report_uses_the_store_loader(tmp_path, monkeypatch):
     layers = records.infer_layers(part["metrics"])
     seen, tables = [], []
     load = lambda d: seen.append(d) or (runs, part["metrics"])  # noqa: E731
-    monkeypatch.setattr(store, "load_results", load)
+    monkeypatch.setattr(store, "read_results", load)  # load_results with run, layer, metric coded
     monkeypatch.setattr(store, "load_layers", lambda d: seen.append(d) or layers)
     monkeypatch.setattr(store, "load_hists", lambda d: seen.append(d) or part["hists"])
     real = report.diagnose

@@ -66,3 +66,19 @@ def test_log2_hist_by_hand():
 def test_ratio():
     assert ratio(1.0, 4.0) == 0.25
     assert math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(1.0, math.inf))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log2_hist_from_exponent_bits_is_frexps(dtype):
+    rng = np.random.default_rng(0)
+    info = np.finfo(dtype)
+    for scale in (1.0, 1e-30, 1e30, float(info.tiny)):
+        a = (rng.standard_normal((16, 33)) * scale).astype(dtype)
+        a[0, :8] = [0.0, -0.0, np.nan, np.inf, -np.inf, info.tiny / 4, 2.0**-61, 2.0**21]
+        flat = a.reshape(-1)[np.isfinite(a.reshape(-1))]
+        _, e = np.frexp(flat)
+        e = np.clip(e, HIST_BINS[0], HIST_BINS[-1]) - (HIST_BINS[0] - 1)
+        e[flat == 0] = 0
+        want = np.bincount(e, minlength=len(HIST_BINS) + 1)
+        assert np.array_equal(log2_hist(a), want)
+        assert log2_hist(a[:, ::2]).sum() == np.isfinite(a[:, ::2]).sum()  # a strided view

@@ -234,6 +234,18 @@ def test_load_results_has_exactly_the_documented_columns_and_dtypes(results):
     assert set(hists["quantity"]) <= {"act", "grad"}
 
 
+def test_read_results_is_load_results_with_coded_names_and_only_the_metrics_asked_for(results):
+    out, _, _ = results
+    runs, metrics = store.load_results(out)
+    runs2, coded = store.read_results(out)
+    assert runs2.equals(runs)
+    assert [str(t) for t in coded.dtypes] == ["category", "int64", "category", "category", "float64"]
+    assert coded.astype(metrics.dtypes.to_dict()).equals(metrics)
+    _, some = store.read_results(out, ("loss", "grad_norm"))
+    want = metrics[metrics["metric"].isin(["loss", "grad_norm"])].reset_index(drop=True)
+    assert some.astype(metrics.dtypes.to_dict()).equals(want)
+
+
 def test_load_results_on_one_run_folder(results):
     out, configs, _ = results
     runs, metrics = store.load_results(out / "runs" / configs[2].key())

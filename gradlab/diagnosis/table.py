@@ -21,6 +21,8 @@ from gradlab.records import METRIC_COLUMNS, WEIGHTED_KINDS, layers_for
 NEEDED = ("grad_out_norm", "grad_norm_total", "loss", "nonfinite", "saturation", "dead_frac",
           "dead_frac_window", "update_ratio", "act_std", "weight_norm", "grad_norm", "clipped",
           "grad_norm_clipped")
+READ = (*NEEDED, "grad_in_norm")
+"""Every metric a diagnosis reads (``grad_in_norm`` only at a diverged run's step): what readers load."""
 
 
 @dataclass
@@ -116,6 +118,7 @@ def prepare(
     n_names = np.int64(len(n_uniq) + 1)
     n_codes[n_codes < 0] = n_names - 1  # NA → ""
     l_codes, pair = pd.factorize(r_codes.astype(np.int64) * n_names + n_codes)
+    del n_codes  # a row per metric value: on a 1,000-run sweep each code array is ~300 MB
     pair_run, pair_name = np.divmod(np.asarray(pair, dtype=np.int64), n_names)
     all_names = np.array([str(u) for u in n_uniq] + [""], dtype=object)
     names = all_names[pair_name]
@@ -125,6 +128,7 @@ def prepare(
     small = np.uint8 if len(m_uniq) < 255 else np.uint16 if len(m_uniq) < 65535 else np.int64
     by_metric = np.argsort((m_codes + 1).astype(small), kind="stable")  # radix sort; keeps row order
     bounds = np.r_[0, np.cumsum(np.bincount(m_codes + 1, minlength=len(m_uniq) + 1))]
+    del m_codes
     n_runs = len(runs)
 
     codes = {str(m): k for k, m in enumerate(m_uniq)}

@@ -155,20 +155,24 @@ def batch_stream(ds: Dataset, config: Config) -> Iterator[tuple[Array, Array]]:
     return batches(ds, config.batch_size, rng)
 
 
+def default_monitor(config: Config, run_id: str = "") -> GradientMonitor:
+    """The :class:`GradientMonitor` that :func:`run` attaches for ``config`` (schedules included)."""
+    return GradientMonitor(
+        run=run_id,
+        layers=list(config.record_layers),
+        every=_with_last(config.record_every, config.steps),
+        hist_every=config.hist_every or _default_hist_schedule(config.steps),
+        dead_window=config.dead_window,
+        stats=[g for g in config.record_stats if g != "gradients"],
+    )
+
+
 def run(config: Config, run_id: str | None = None) -> RunResult:
     """Train one config with the full :class:`GradientMonitor` attached and return its result."""
     t0 = time.perf_counter()
     run_id = run_id or config.key()
     ds, net, opt = build(config)
-    hist_every = config.hist_every or _default_hist_schedule(config.steps)
-    monitor = GradientMonitor(
-        run=run_id,
-        layers=list(config.record_layers),
-        every=_with_last(config.record_every, config.steps),
-        hist_every=hist_every,
-        dead_window=config.dead_window,
-        stats=[g for g in config.record_stats if g != "gradients"],
-    )
+    monitor = default_monitor(config, run_id)
     classification = ds.task == "classification"
     loss_fn = softmax_cross_entropy if classification else mse
     with net.attach(monitor):

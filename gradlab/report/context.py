@@ -161,7 +161,11 @@ class ReportContext:
             if "status" in self.runs
             else pd.Series("ok", index=self.runs["run"])
         )
-        self.recorded_steps = metrics.groupby(metrics["run"].astype(str))["step"].nunique()
+        # each run's rows, found once: a chart reads a few runs' rows, never scans the whole sweep's
+        self._rows = {str(r): i for r, i in metrics.groupby("run", observed=True, sort=False).indices.items()}
+        step = metrics["step"].to_numpy()
+        self.recorded_steps = pd.Series({r: len(np.unique(step[i])) for r, i in self._rows.items()},
+                                        dtype="int64")
         self.ratio0 = plots.gradient_ratio(metrics, step=0, layers=self.layers)
         self.ratio_end = plots.gradient_ratio(metrics, step="last", layers=self.layers)
         self.verdicts = run_verdicts(findings) if findings is not None else pd.Series(dtype="string")
@@ -204,11 +208,16 @@ class ReportContext:
             return '<span class="verdict none">no finding</span>'
         return f'<span class="verdict none">{NONE}</span>'
 
+    def metrics_of(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """The metrics rows of ``run_ids``, in frame order."""
+        parts = [self._rows[r] for r in dict.fromkeys(run_ids) if r in self._rows]
+        return self.metrics.iloc[np.sort(np.concatenate(parts)) if parts else []]
+
     # -- charts ------------------------------------------------------------------------------
     def flow(self, arms: Sequence[str], name: str, caption: str = "") -> str:
         """The gradient-flow chart of (at most a dozen of) ``arms``, with the theory overlay."""
         ids = self.runs_of(arms[:MAX_ARMS_PER_CHART])
-        s = plots.gradient_flow_series(self.metrics, self.runs, run_ids=ids, predicted=self.theory,
+        s = plots.gradient_flow_series(self.metrics_of(ids), self.runs, run_ids=ids, predicted=self.theory,
                                        layers=self.layers)
         if s.empty:
             return ""
@@ -233,7 +242,7 @@ class ReportContext:
         """Loss and accuracy curves of the runs."""
         if not self.trained(run_ids):
             return ""
-        s = plots.training_curves_series(self.metrics, self.runs, run_ids=run_ids)
+        s = plots.training_curves_series(self.metrics_of(run_ids), self.runs, run_ids=run_ids)
         if s["curves"].empty:
             return ""
         return self.charts.add(
@@ -248,7 +257,8 @@ class ReportContext:
         """Saturated / dead fractions per layer over training."""
         if not self.trained(run_ids):
             return ""
-        s = plots.saturation_series(self.metrics, self.runs, which=which, run_ids=run_ids, layers=self.layers)
+        s = plots.saturation_series(self.metrics_of(run_ids), self.runs, which=which, run_ids=run_ids,
+                                    layers=self.layers)
         if s.empty:
             return ""
         return self.charts.add(
@@ -262,9 +272,10 @@ class ReportContext:
         """Layer × step heatmaps of one run (gradient norm and unit health)."""
         if not self.trained([run]):
             return ""
-        panels = {"log10 ‖∂L/∂y‖ (dense layers)": plots.heatmap_series(self.metrics, run, layers=self.layers)}
+        mine = self.metrics_of([run])
+        panels = {"log10 ‖∂L/∂y‖ (dense layers)": plots.heatmap_series(mine, run, layers=self.layers)}
         for metric, title in (("saturation", "saturated fraction"), ("dead_frac", "dead-unit fraction")):
-            h = plots.heatmap_series(self.metrics, run, metric=metric, layers=self.layers)
+            h = plots.heatmap_series(mine, run, metric=metric, layers=self.layers)
             if not h.empty:
                 panels[title] = h
                 break

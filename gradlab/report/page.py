@@ -124,7 +124,7 @@ def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) ->
     diagnose it, report it."""
     from gradlab.experiment import store
 
-    runs, metrics = store.load_results(runs_dir)
+    runs, metrics = store.read_results(runs_dir)  # run, layer, metric as categoricals
     check_group_by(runs, kwargs.get("group_by"))  # before the slow part
     if kwargs.get("layers") is None:
         kwargs["layers"] = store.load_layers(runs_dir)
