@@ -134,6 +134,7 @@ def test_report_has_a_which_fix_works_section(fixed: tuple[Path, list], tmp_path
     assert "Which fix works" in section and "Verdicts before and after" in section
     assert section.index("fix: adam") < section.index("fix: lr ×100000")  # ranked order
     assert "baseline against fix: adam" in section and section.count("<img") == 4
+    assert '<a href="#which-fix">Which fix works</a>' in html[:html.index('id="which-fix"')]  # contents
     assert not is_fix_sweep(store.load_results(fixed[0] / "src")[0])  # other reports: no such section
 
 

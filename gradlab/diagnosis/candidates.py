@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradlab.diagnosis.fixes import _TERMS, _factor, _num, _round, language
+from gradlab.diagnosis.fixes import _TERMS, _factor, _num, _round, _update_factor, language
 from gradlab.diagnosis.thresholds import Thresholds
 
 Changes = dict[str, Any]
@@ -101,16 +101,6 @@ def _code(changes: Changes, lang: str) -> str:
 def _lr(cfg: Mapping[str, Any], factor: float) -> Changes:
     lr = _num(cfg, "lr")
     return {"lr": float(_round(lr * factor))} if lr else {}
-
-
-def _update_factor(ev: Mapping[str, Any], th: Thresholds, default: float, low: bool) -> tuple[float, bool]:
-    """(lr factor, sized?): target / measured update ratio when on the right side, else ``default``."""
-    u = ev.get("update_ratio")
-    if u is not None and u > 0 and math.isfinite(u):
-        f = th.update_ratio_target / u
-        if (f > 1) if low else (f < 1):
-            return (f if low else min(f, default)), True
-    return default, False
 
 
 Recipe = Callable[[Mapping[str, Any], Mapping[str, Any], Thresholds, Mapping[str, str]], list[tuple]]

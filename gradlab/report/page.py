@@ -88,6 +88,8 @@ def write_report(
         '<li><a href="#runs">Runs</a></li>',
         '<li><a href="#comparisons">Comparisons</a></li>',
     ]
+    if 'id="which-fix"' in sections[2]:  # a fix sweep's ranking comes first among the comparisons
+        toc.insert(2, '<li><a href="#which-fix">Which fix works</a></li>')
     if findings is not None:
         toc.append('<li><a href="#findings">Findings</a></li>')
     toc.append(
