@@ -157,6 +157,7 @@ class Recorder:
 
 
 _GRADLAB_NAME = re.compile(r"^([a-z][a-z_]*)_(\d+)$")
+_UNIT_METRICS = frozenset({"saturation", "inactive_frac", "dead_frac", "dead_frac_window"})
 
 
 def infer_layers(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -191,9 +192,6 @@ def infer_layers(metrics: pd.DataFrame) -> pd.DataFrame:
     for col in ("fan_in", "fan_out", "n_params"):
         out[col] = pd.NA
     return out[LAYER_COLUMNS].astype(LAYERS_DTYPES)
-
-
-_UNIT_METRICS = frozenset({"saturation", "inactive_frac", "dead_frac", "dead_frac_window"})
 
 
 def layers_for(metrics: pd.DataFrame, layers: pd.DataFrame | None) -> pd.DataFrame:

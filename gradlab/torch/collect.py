@@ -41,11 +41,6 @@ def unit_max(t: torch.Tensor) -> torch.Tensor:
     return t.amax(dim=0) if t.ndim == 2 else t.amax(dim=(0, *range(2, t.ndim)))
 
 
-def unit_all(mask: torch.Tensor) -> torch.Tensor:
-    """Per unit (axis 1), whether ``mask`` holds for every sample and position."""
-    return unit_max(mask.to(torch.uint8)).bool() if mask.ndim <= 1 else ~unit_max(~mask)
-
-
 def _count(t: torch.Tensor, rule: Threshold, above: bool = False) -> torch.Tensor:
     if above:
         mask = t >= rule.value if rule.inclusive else t > rule.value
@@ -73,7 +68,7 @@ class StepStats:
         self.keys: list[tuple[str, str]] = []
         self.vals: list[torch.Tensor] = []
         self.divisors: list[float] = []
-        self.vectors: list[tuple[list[tuple[str, str]], torch.Tensor, float]] = []
+        self.vectors: list[tuple[list[tuple[str, str]], torch.Tensor]] = []
         self.checks: list[tuple[str, str, torch.Tensor]] = []  # (layer, role, tensor): non-finite counts
         self.tick = tick
 
@@ -84,13 +79,13 @@ class StepStats:
         self.vals.append(value)
         self.divisors.append(divisor)
 
-    def put_many(self, layers: list[str], metric: str, values: torch.Tensor, divisor: float = 1.0) -> None:
+    def put_many(self, layers: list[str], metric: str, values: torch.Tensor) -> None:
         """Queue a 1-D tensor: one value of ``metric`` per layer."""
-        self.vectors.append(([(layer, metric) for layer in layers], values, divisor))
+        self.vectors.append(([(layer, metric) for layer in layers], values))
 
     def put_vector(self, layers: list[str], metrics: list[str], values: torch.Tensor) -> None:
         """Queue a 1-D tensor: the value of ``metrics[i]`` of ``layers[i]`` at ``values[i]``."""
-        self.vectors.append((list(zip(layers, metrics, strict=True)), values, 1.0))
+        self.vectors.append((list(zip(layers, metrics, strict=True)), values))
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, layer: str, y: torch.Tensor, x: torch.Tensor | None, rules: UnitRules | None,
@@ -124,21 +119,18 @@ class StepStats:
         if off is not None and src is not None:
             self.put(layer, "inactive_frac", _count(src, off), src.numel())
             top = unit_max(src)  # off at every sample ⇔ the unit's largest value is in the inactive region
-            self._dead([layer], (top <= off.value if off.inclusive else top < off.value)[None])
+            self._dead(layer, top <= off.value if off.inclusive else top < off.value)
 
-    def _dead(self, layers: list[str], dead: torch.Tensor) -> None:
-        """dead_frac and dead_frac_window of layers whose per-unit "dead this step" rows are ``dead``."""
-        k, n = dead.shape
-        self.put_many(layers, "dead_frac", dead.sum(dim=1), n)
-        last = [self.last_active.get(layer) for layer in layers]
-        if any(t is None or t.numel() != n or t.device != dead.device for t in last):
-            last = [torch.full((n,), NEVER_ACTIVE, dtype=torch.int64, device=dead.device)
-                    if t is None or t.numel() != n or t.device != dead.device else t for t in last]
-        stacked = torch.where(dead, torch.stack(last) if k > 1 else last[0][None], self.tick)
-        for i, layer in enumerate(layers):
-            self.last_active[layer] = stacked[i]
+    def _dead(self, layer: str, dead: torch.Tensor) -> None:
+        """dead_frac and dead_frac_window of a layer whose units are ``dead`` (per unit) this step."""
+        n = dead.numel()
+        self.put(layer, "dead_frac", torch.count_nonzero(dead), n)
+        last = self.last_active.get(layer)
+        if last is None or last.numel() != n or last.device != dead.device:
+            last = torch.full((n,), NEVER_ACTIVE, dtype=torch.int64, device=dead.device)
+        last = self.last_active[layer] = torch.where(dead, last, self.tick)
         # dead over the window: inactive in each of the last `dead_window` recorded steps
-        self.put_many(layers, "dead_frac_window", (stacked <= self.tick - self.dead_window).sum(dim=1), n)
+        self.put(layer, "dead_frac_window", torch.count_nonzero(last <= self.tick - self.dead_window), n)
 
     # -- backward and parameters ------------------------------------------------------------------
     def grad(self, layer: str, metric: str, g: torch.Tensor, size: torch.Tensor | None = None) -> None:
@@ -157,9 +149,9 @@ class StepStats:
         """
         keys = list(self.keys)
         divisors = list(self.divisors)
-        for vkeys, _, divisor in self.vectors:  # 1-D entries go after the scalars
+        for vkeys, _ in self.vectors:  # 1-D entries go after the scalars, as they are (divisor 1)
             keys += vkeys
-            divisors += [divisor] * len(vkeys)
+            divisors += [1.0] * len(vkeys)
         if not keys:
             return np.zeros(0, np.int64), np.zeros(0), []
         groups: dict[tuple[Any, Any], list[int]] = {}
@@ -167,7 +159,7 @@ class StepStats:
             groups.setdefault((v.dtype, v.device), []).append(i)
         order = [i for idx in groups.values() for i in idx] + list(range(len(self.vals), len(keys)))
         parts = [torch.stack([self.vals[i] for i in idx]).to(torch.float64) for idx in groups.values()]
-        parts += [vec.to(torch.float64) for _, vec, _ in self.vectors]
+        parts += [vec.to(torch.float64) for _, vec in self.vectors]
         flat = torch.cat([t.to(parts[0].device) for t in parts]) if len(parts) > 1 else parts[0]
         raw = np.empty(len(order))
         raw[order] = flat.cpu().numpy()
