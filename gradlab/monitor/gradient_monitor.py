@@ -3,6 +3,7 @@ of :data:`gradlab.records.METRICS` per layer per step, through :class:`gradlab.m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradlab.monitor.observer import PARAM_KEYS, Observer
+from gradlab.monitor.stacked import StackedStats
 from gradlab.monitor.stats import sq_norm
 from gradlab.nn.activations import ActivationFn
 from gradlab.nn.hooks import Monitor, Schedule, StepInfo
+from gradlab.nn.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,10 +28,13 @@ class GradientMonitor(Monitor):
 
     Attach with ``with net.attach(monitor): ...``; the training loop calls ``net.begin_step(step)``
     and ``net.end_step(step, info)`` around each step. Each layer's statistics are computed in its
-    hook, while its arrays are still in cache (measured: deferring them to the end of the step cost
-    3× more on a 20×256 net, every array having to come back from memory). Gradient norms are
-    before clipping, weights before the update.
+    hook, while its arrays are still in cache, except for the layers the network stacks
+    (:mod:`gradlab.nn.workspace`): those are measured a group at a time after each pass
+    (:mod:`gradlab.monitor.stacked`), a few batched calls instead of a dozen Python-level calls per
+    layer. Gradient norms are before clipping, weights before the update.
     """
+
+    stacked = True
 
     def __init__(
         self,
@@ -42,7 +48,12 @@ class GradientMonitor(Monitor):
         super().__init__(layers=layers, every=every)
         self.observer = Observer(run=run, dead_window=dead_window, hist_every=hist_every, stats=stats)
         self._scratch: Array | None = None
-        self._sq: dict[int, float] = {}
+        self._stacked_stats = StackedStats(self.observer)
+        self._ws_fwd: Workspace | None = None  # this step's stacked passes (for histograms)
+        self._ws_bwd: Workspace | None = None
+        self._sq: dict[int, tuple[Array, float]] = {}
+        self._ratio_keys: list[str] = []  # per layer with an update ratio: its weight's key, columns
+        self._ratio_cols = self._weight_cols = np.zeros(0, np.intp)
         self._outputs: dict[str, tuple[Array, Array | None]] = {}  # for histograms: (y, grad_out)
         self._bad_out: list[str] = []
         self._bad_grad: list[str] = []
@@ -63,7 +74,13 @@ class GradientMonitor(Monitor):
                 n_params = sum(int(v.size) for v in layer.params.values())
             obs.add_layer(name, layer.kind, act if isinstance(act, ActivationFn) else None,
                           fan_in=fan_in, fan_out=fan_out, n_params=n_params)
-        self._scratch = np.full(len(obs.recorder.columns), np.nan)
+        ratio = [(f"{name}.{PARAM_KEYS[s.kind][0]}", s.c_update_ratio, s.c_weight_norm)
+                 for name, s in obs.slots.items() if s.kind in PARAM_KEYS and s.c_update_ratio >= 0]
+        self._ratio_keys = [k for k, _, _ in ratio]
+        self._ratio_cols = np.array([c for _, c, _ in ratio], np.intp)
+        self._weight_cols = np.array([c for _, _, c in ratio], np.intp)
+        # one spare column at the end: where the stacked path writes what a layer does not record
+        self._scratch = np.full(len(obs.recorder.columns) + 1, np.nan)
 
     def on_forward(self, name: str, layer: Any, x: Array, y: Array) -> None:
         """Statistics of the layer's output, taken while it is hot in cache."""
@@ -84,30 +101,41 @@ class GradientMonitor(Monitor):
         y = self._outputs.get(name, (None, None))[0]
         self._outputs[name] = (y, grad_out)
 
+    def on_stacked_forward(self, ws: Workspace) -> None:
+        """Output statistics of every stacked layer, a group at a time."""
+        obs = self.observer
+        self._bad_out += self._stacked_stats.forward(ws, self._scratch, obs.recorder.n_steps)
+        self._ws_fwd = ws
+
+    def on_stacked_backward(self, ws: Workspace) -> None:
+        """Gradient and parameter statistics of every stacked layer, a group at a time."""
+        self._bad_grad += self._stacked_stats.backward(ws, self._scratch)
+        self._ws_bwd = ws
+
     def on_step(self, step: int, info: StepInfo) -> None:
         """Add update ratios and network-level metrics; commit the step's row."""
         obs = self.observer
         scratch = self._scratch
-        if info.updates:
-            known = info.update_sq_norms
-            for name, slot in obs.slots.items():
-                keys = PARAM_KEYS.get(slot.kind)
-                if keys is None or slot.c_update_ratio < 0:
-                    continue
-                key = f"{name}.{keys[0]}"
-                sq = known.get(key)
-                if sq is None:
-                    upd = info.updates.get(key)
-                    sq = sq_norm(upd) if upd is not None else None
-                if sq is not None:
-                    obs.update_ratio(slot, scratch, sq)
+        if info.updates and self._ratio_keys:
+            known, updates = info.update_sq_norms, info.updates
+            sq = np.array([known.get(k, math.nan) for k in self._ratio_keys])
+            for i in np.flatnonzero(np.isnan(sq)):  # not measured by the optimizer: measure it here
+                upd = updates.get(self._ratio_keys[i])
+                if upd is not None:
+                    sq[i] = sq_norm(upd)
+            w = scratch[self._weight_cols]
+            with np.errstate(all="ignore"):  # ‖ΔW‖/‖W‖, NaN where ‖W‖ is 0 or not finite (as ratio())
+                r = np.where((w != 0) & np.isfinite(w), np.sqrt(sq) / w, math.nan)
+            keep = ~np.isnan(sq)
+            scratch[self._ratio_cols[keep]] = r[keep]
         row = obs.row_for(step)
-        row[:] = scratch
+        row[:] = scratch[:-1]
         if obs.divergence is None and (self._bad_out or self._bad_grad):
             # Forward trouble starts at the earliest layer; backward trouble nearest the output
             # (the backward pass meets it first).
-            order = list(obs.slots)
-            first = min(self._bad_out, key=order.index) if self._bad_out else self._bad_grad[0]
+            order = {name: i for i, name in enumerate(obs.slots)}
+            first = (min(self._bad_out, key=order.__getitem__) if self._bad_out
+                     else max(self._bad_grad, key=order.__getitem__))
             obs.divergence = (step, first)
         obs.observe_network(
             step,
@@ -119,13 +147,30 @@ class GradientMonitor(Monitor):
             info.lr,
         )
         if obs.hist_schedule(step):
-            for name, (y, gout) in self._outputs.items():
-                obs.hists_of(step, name, y, gout)
+            self._hists(step)
         scratch.fill(np.nan)
         self._sq.clear()
         self._outputs.clear()
         self._bad_out.clear()
         self._bad_grad.clear()
+        self._ws_fwd = self._ws_bwd = None
+
+    def _hists(self, step: int) -> None:
+        """Histograms of each watched layer's output and ∂L/∂y, in the order forward hooks fire."""
+        obs, fwd, bwd = self.observer, self._ws_fwd, self._ws_bwd
+        names = fwd.hook_order if fwd is not None else list(self._outputs)
+        for name in names:
+            if name not in obs.slots:
+                continue
+            y, gout = self._outputs.get(name, (None, None))
+            if fwd is not None and name in fwd.slot:
+                group, k = fwd.slot[name]
+                y = group.y[k]
+            if bwd is not None and name in bwd.slot:
+                group, k = bwd.slot[name]
+                gout = group.g[k]
+            if y is not None or gout is not None:
+                obs.hists_of(step, name, y, gout)
 
     @property
     def divergence(self) -> tuple[int, str] | None:

@@ -54,6 +54,10 @@ def _step(step: object) -> int:
     return int(step)
 
 
+def _shape(a: Array | None) -> tuple[int, ...] | None:
+    return None if a is None else a.shape
+
+
 def _text(s: object) -> bool:
     """A string that Parquet can store (no lone surrogates)."""
     if not isinstance(s, str):
@@ -168,13 +172,13 @@ class Observer:
         position = len(self._layers)
         self._layers[name] = [table_kind, position, act.name if act else "", fan_in, fan_out, n_params]
 
-    def _shape_from(self, name: str, x: Array | None, y: Array | None) -> None:
-        """Fill a layer's unknown fan-in/fan-out from the units (axis 1) of its input and output."""
+    def note_shape(self, name: str, x_shape: tuple[int, ...] | None, y_shape: tuple[int, ...] | None) -> None:
+        """Fill a layer's unknown fan-in/fan-out from the units (axis 1) of its input and output shapes."""
         info = self._layers[name]
-        if info[3] is None and x is not None and x.ndim > 1:
-            info[3] = int(x.shape[1])
-        if info[4] is None and y is not None and y.ndim > 1:
-            info[4] = int(y.shape[1])
+        if info[3] is None and x_shape is not None and len(x_shape) > 1:
+            info[3] = int(x_shape[1])
+        if info[4] is None and y_shape is not None and len(y_shape) > 1:
+            info[4] = int(y_shape[1])
 
     def row_for(self, step: int) -> Array:
         """The row of ``step`` (a view into the recorder), started when ``step`` is new."""
@@ -232,8 +236,9 @@ class Observer:
             if weight is not None:
                 n_params = int(weight.size) + (int(bias_grad.size) if bias_grad is not None else 0)
             self.add_layer(layer, kind, activation, has_params=True if given else None, n_params=n_params)
-            self._shape_from(layer, grad_in if preactivation is None else preactivation, output)
-            self._shape_from(layer, None, grad_out)
+            x_like = grad_in if preactivation is None else preactivation
+            self.note_shape(layer, _shape(x_like), _shape(output))
+            self.note_shape(layer, None, _shape(grad_out))
         slot = self.slots[layer]
         row = self.row_for(step)
         tick = self.recorder.n_steps - 1
@@ -249,7 +254,7 @@ class Observer:
         if y is None:
             return False
         if self._layers[slot.name][4] is None:
-            self._shape_from(slot.name, x, y)
+            self.note_shape(slot.name, _shape(x), y.shape)
         mean, std, ss = moments(y)
         if slot.c_act_mean >= 0:
             row[slot.c_act_mean] = mean
@@ -278,21 +283,24 @@ class Observer:
         dW: Array | None = None,
         db: Array | None = None,
         upd: Array | None = None,
-        sq_of: dict[int, float] | None = None,
+        sq_of: dict[int, tuple[Array, float]] | None = None,
     ) -> bool:
         """Statistics of a layer's gradients and parameters; True when a gradient is non-finite or
-        overflows. ``sq_of`` caches Σg² by array, as a layer's grad_out is the next one's grad_in."""
+        overflows. ``sq_of`` caches Σg² by array object, as a layer's grad_out is the next one's grad_in
+        (the network hands both as the same read-only view)."""
         bad, over = 0, False
         for a, col in ((gin, slot.c_grad_in_norm), (gout, slot.c_grad_out_norm)):
             if a is None:
                 continue
             if sq_of is None:
                 v = sq_norm(a)
-            else:
-                key = id(a.base if a.base is not None else a)
-                v = sq_of.get(key)
-                if v is None:
-                    v = sq_of[key] = sq_norm(a)
+            else:  # keyed by the array object, kept alive so its id is not reused within the step
+                hit = sq_of.get(id(a))
+                if hit is not None and hit[0] is a:
+                    v = hit[1]
+                else:
+                    v = sq_norm(a)
+                    sq_of[id(a)] = (a, v)
             row[col] = math.sqrt(v)
             if a is gin:
                 bad += count_nonfinite(a, v)

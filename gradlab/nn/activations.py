@@ -187,15 +187,36 @@ class Activation(Layer):
         self._x: Array | None = None
         self._y: Array | None = None
 
-    def forward(self, x: Array) -> Array:
-        y = self._forward_fn(x)
-        if y.dtype != x.dtype:
-            y = y.astype(x.dtype)
+    def forward(self, x: Array, out: Array | None = None) -> Array:
+        """φ(x), written into ``out`` when given (a network's stacked workspace)."""
+        if out is not None and self._forward_fn is _relu_fast:
+            y = np.multiply(x, x > 0, out=out)  # the same arithmetic as _relu_fast, in place
+        elif out is not None and isinstance(self._forward_fn, np.ufunc) and x.dtype == out.dtype:
+            y = self._forward_fn(x, out=out)  # np.tanh and the like: the same loop, in place
+        else:
+            y = self._forward_fn(x)
+            if y.dtype != x.dtype:
+                y = y.astype(x.dtype)
+            if out is not None:
+                np.copyto(out, y)
+                y = out
         self._x, self._y = x, y
         return y
 
-    def backward(self, grad_out: Array) -> Array:
+    def backward(self, grad_out: Array, out: Array | None = None) -> Array:
+        """∂L/∂x = ∂L/∂y ⊙ φ′(x), written into ``out`` when given."""
         d = self.fn.deriv_from_output
         if d is not None:
-            return grad_out * d(self._y)  # dx = g ⊙ φ′(x), φ′ read off y = φ(x)
-        return (grad_out * self.fn.deriv(self._x)).astype(grad_out.dtype, copy=False)  # dx = g ⊙ φ′(x)
+            dy = d(self._y)  # φ′ read off y = φ(x)
+            if out is not None:
+                try:  # in place when the product has out's dtype anyway ("safe" refuses a downcast)
+                    return np.multiply(grad_out, dy, out=out, casting="safe")
+                except TypeError:
+                    pass
+            dx = grad_out * dy
+        else:
+            dx = (grad_out * self.fn.deriv(self._x)).astype(grad_out.dtype, copy=False)
+        if out is None:
+            return dx
+        np.copyto(out, dx)
+        return out

@@ -5,6 +5,11 @@ runs, ``on_forward(name, layer, x, y)`` after the layer's forward and ``on_backw
 grad_in, grad_out)`` after its backward (``grad_in`` = ∂L/∂x, ``grad_out`` = ∂L/∂y), then once per
 optimisation step ``on_step(step, info)``. Arrays handed to hooks are read-only views.
 
+A monitor that sets ``stacked = True`` instead gets whole passes for the layers the network can stack
+(:mod:`gradlab.nn.workspace`): ``on_stacked_forward(ws)`` after the forward and ``on_stacked_backward(ws)``
+after the backward, and per-layer hooks for the rest. The network stacks only while every active
+monitor is stacked, since the buffers are reused each step.
+
 *When* to observe is separate from *how*: ``every`` (an int k, or a ``step -> bool`` function) picks
 the steps, ``layers`` (names or glob patterns) picks the layers.
 """
@@ -67,6 +72,8 @@ def layer_filter(layers: str | Sequence[str] | None) -> Callable[[str], bool]:
 class Monitor:
     """Base class for hooks: override what you need; every method returns nothing."""
 
+    stacked = False  # True: take stacked passes (on_stacked_forward / on_stacked_backward) where possible
+
     def __init__(self, layers: str | Sequence[str] | None = None, every: Schedule = 1) -> None:
         self.wants_layer = layer_filter(layers)
         self.wants_step = schedule_fn(every)
@@ -82,6 +89,12 @@ class Monitor:
 
     def on_step(self, step: int, info: StepInfo) -> None:
         """Called once per optimisation step, after the update."""
+
+    def on_stacked_forward(self, ws: Any) -> None:
+        """(``stacked`` monitors) After a forward pass, with its :class:`gradlab.nn.workspace.Workspace`."""
+
+    def on_stacked_backward(self, ws: Any) -> None:
+        """(``stacked`` monitors) After a backward pass, with the same workspace."""
 
     def on_detach(self) -> None:
         """Called once when detached (always, even after an exception)."""

@@ -71,20 +71,22 @@ class Dense(Layer):
     def fan_out(self) -> int:
         return self.params["W"].shape[1]
 
-    def forward(self, x: Array) -> Array:
+    def forward(self, x: Array, out: Array | None = None) -> Array:
+        """``x @ W + b``, written into ``out`` when given (a network's stacked workspace)."""
         _check_2d(x, self.fan_in, "Dense")
         self._x = x
-        y = x @ self.params["W"]
+        y = np.matmul(x, self.params["W"], out=out)
         y += self.params["b"]
         return y
 
-    def backward(self, grad_out: Array) -> Array:
+    def backward(self, grad_out: Array, out: Array | None = None) -> Array:
+        """Fill ∂L/∂W and ∂L/∂b; return ∂L/∂x (written into ``out`` when given)."""
         np.matmul(self._x.T, grad_out, out=self.grads["W"])  # dW = xᵀ g
         n = grad_out.shape[0]
         if self._ones is None or self._ones.shape[0] != n or self._ones.dtype != grad_out.dtype:
             self._ones = np.ones(n, grad_out.dtype)
         np.matmul(self._ones, grad_out, out=self.grads["b"])  # db = 1ᵀ g (a BLAS gemv: 3× np.sum here)
-        return grad_out @ self.params["W"].T  # dx = g Wᵀ
+        return np.matmul(grad_out, self.params["W"].T, out=out)  # dx = g Wᵀ
 
 
 class BatchNorm(Layer):

@@ -11,6 +11,7 @@ from gradlab.nn.activations import Activation, get_activation
 from gradlab.nn.hooks import Handle, StepInfo, as_monitors, readonly
 from gradlab.nn.init import get_init, init_weights
 from gradlab.nn.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Residual
+from gradlab.nn.workspace import Workspace, plan, stack_parameters
 
 Array = np.ndarray
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -43,6 +44,11 @@ class Network:
         self._step_hooks: list = []
         self._active: list[Any] | None = None
         self._active_of: list[Any] | None = None
+        self._stacked = False
+        self._plans: dict[tuple, Workspace | None] = {}
+        self._ws: Workspace | None = None  # the last forward's workspace, for the backward that follows
+        self._ws_hooks: tuple[dict[str, list], dict[str, list]] = ({}, {})
+        self._ws_hooks_of: Workspace | None = None
         self.training = True
 
     # -- structure -------------------------------------------------------------------------
@@ -85,43 +91,95 @@ class Network:
     # -- passes ----------------------------------------------------------------------------
     def forward(self, x: Array) -> Array:
         """Run every layer; monitors see ``(name, layer, x, y)`` as each layer finishes."""
-        return self._forward(self.layers, x)
+        ws = self._workspace_for(x)
+        y = self._forward(self.layers, x, ws)
+        if ws is not None:
+            for m in self._active:
+                m.on_stacked_forward(ws)
+        self._ws = ws
+        return y
 
-    def _forward(self, entries: Sequence[tuple[str, Layer]], x: Array) -> Array:
-        fwd = self._fwd
-        seen = readonly(x) if fwd else None  # one read-only view per array: y is the next layer's x
-        for name, layer in entries:
+    def _forward(self, entries: Sequence[tuple[str, Layer]], x: Array, ws: Workspace | None = None) -> Array:
+        fwd = self._fwd if ws is None else self._ws_hooks[0]
+        seen = seen_of = None  # one read-only view per array: y is the next layer's x
+        for i, (name, layer) in enumerate(entries):
             if isinstance(layer, Residual):
                 y = layer.merge(x, self._forward(layer.body, x))  # y = x + f(x), body layers hooked
+            elif ws is not None and i in ws.y_out:
+                ws.inputs[name] = x
+                y = layer.forward(x, out=ws.y_out[i])
             else:
                 y = layer.forward(x)
-            if fwd:
-                seen_y = readonly(y)
-                for hook in fwd.get(name, ()):
-                    hook(name, layer, seen, seen_y)
-                seen = seen_y
+            hooks = fwd.get(name)
+            if hooks:
+                seen_x = seen if seen_of is x else readonly(x)
+                seen, seen_of = readonly(y), y
+                for hook in hooks:
+                    hook(name, layer, seen_x, seen)
             x = y
         return x
 
     def backward(self, grad_out: Array) -> Array:
         """Back-propagate ∂L/∂output; fills every layer's grads and returns ∂L/∂input."""
-        return self._backward(self.layers, grad_out)
+        ws, self._ws = self._ws, None
+        if ws is not None and grad_out.dtype != ws.groups[0].y.dtype:
+            ws = None  # in place would cast: this pass runs unstacked, every layer through its hooks
+        g = self._backward(self.layers, grad_out, ws)
+        if ws is not None:
+            for m in self._active:
+                m.on_stacked_backward(ws)
+        return g
 
-    def _backward(self, entries: Sequence[tuple[str, Layer]], g: Array) -> Array:
-        bwd = self._bwd
-        seen = readonly(g) if bwd else None  # a layer's grad_in is the next one's grad_out
-        for name, layer in reversed(entries):
+    def _backward(self, entries: Sequence[tuple[str, Layer]], g: Array, ws: Workspace | None = None) -> Array:
+        bwd = self._bwd if ws is None else self._ws_hooks[1]
+        seen = seen_of = None  # a layer's grad_in is the next one's grad_out
+        for i in range(len(entries) - 1, -1, -1):
+            name, layer = entries[i]
             if isinstance(layer, Residual):
                 gin = layer.merge_grad(g, self._backward(layer.body, g))  # dx = g + J_fᵀ g
+            elif ws is not None and i in ws.g_out:
+                gin = layer.backward(g, out=ws.g_out[i])
             else:
                 gin = layer.backward(g)
-            if bwd:
-                seen_in = readonly(gin)
-                for hook in bwd.get(name, ()):
-                    hook(name, layer, seen_in, seen)
-                seen = seen_in
+                if ws is not None and name in ws.slot:
+                    ws.loose_grad_in[name] = gin
+            hooks = bwd.get(name)
+            if hooks:
+                seen_g = seen if seen_of is g else readonly(g)
+                seen, seen_of = readonly(gin), gin
+                for hook in hooks:
+                    hook(name, layer, seen, seen_g)
             g = gin
         return g
+
+    def _workspace_for(self, x: Array) -> Workspace | None:
+        """The stacked workspace of this input's shape, when every active monitor takes stacked passes."""
+        if not self._stacked:
+            return None
+        key = (x.shape, x.dtype.str)
+        if key not in self._plans:
+            if len(self._plans) >= 4:  # e.g. a last partial batch: keep a few shapes, not every one
+                self._plans.clear()
+            self._plans[key] = plan(self.layers, x.shape, x.dtype)
+        ws = self._plans[key]
+        if ws is not None:
+            ws.inputs.clear()
+            ws.loose_grad_in.clear()
+            if self._ws_hooks_of is not ws:
+                self._ws_hooks = (self._hook_table("on_forward", ws), self._hook_table("on_backward", ws))
+                self._ws_hooks_of = ws
+        return ws
+
+    def _hook_table(self, method: str, ws: Workspace | None) -> dict[str, list]:
+        """Per layer, the active monitors' ``method`` hooks (stacked layers excepted when ``ws`` is given)."""
+        table: dict[str, list] = {}
+        for name, _ in self.named_layers():
+            if ws is not None and name in ws.slot:
+                continue
+            hooks = [getattr(m, method) for m in self._active if _wants_layer(m, name)]
+            if hooks:
+                table[name] = hooks
+        return table
 
     # -- hooks -----------------------------------------------------------------------------
     def attach(self, *monitors: Any) -> Handle:
@@ -165,15 +223,12 @@ class Network:
         if self._active == active and self._active_of is self._monitors:
             return
         self._active, self._active_of = active, self._monitors
-        self._fwd, self._bwd = {}, {}
-        for name, _ in self.named_layers():
-            fwd = [m.on_forward for m in active if _wants_layer(m, name)]
-            bwd = [m.on_backward for m in active if _wants_layer(m, name)]
-            if fwd:
-                self._fwd[name] = fwd
-            if bwd:
-                self._bwd[name] = bwd
+        self._fwd, self._bwd = self._hook_table("on_forward", None), self._hook_table("on_backward", None)
         self._step_hooks = [m.on_step for m in active]
+        # Stacked passes only when every active monitor takes them: the buffers are reused every step,
+        # and another monitor may keep the arrays it is handed.
+        self._stacked = bool(active) and all(getattr(m, "stacked", False) for m in active)
+        self._ws_hooks_of = None
 
     def end_step(self, step: int, info: StepInfo) -> None:
         """Hand the step's network-level facts to the active monitors."""
@@ -280,6 +335,7 @@ def mlp(
         else:
             layers.extend(hidden(in_dim if i == 0 else width))
     layers.append(dense(width if depth else in_dim, out_dim))
+    stack_parameters([la for _, la in layers if isinstance(la, Dense)])
     return Network(layers)
 
 
