@@ -1,8 +1,11 @@
 """gradlab fix on real small runs: each classic pathology's top-ranked fix removes its finding; the fix
-sweep is resumable; fixes are data (config changes and words from one table); bad input is one line."""
+sweep is resumable; fixes are data (config changes and words from one table, the same that
+``gradlab diagnose`` says); bad input is one line."""
 
 from __future__ import annotations
 
+import ast
+import itertools
 import tomllib
 from pathlib import Path
 
@@ -11,8 +14,10 @@ import pytest
 
 import gradlab
 from gradlab.cli import main
+from gradlab.diagnosis import diagnose, suggest_fix
 from gradlab.diagnosis.candidates import candidate_fixes
 from gradlab.diagnosis.ranking import indistinguishable, is_fix_sweep
+from gradlab.diagnosis.recipes import RECIPES, Advice, Step
 from gradlab.experiment import store
 from gradlab.repair import FixError, fix, format_outcomes
 
@@ -116,6 +121,103 @@ def test_fixes_are_data_sized_and_in_the_runs_language() -> None:
                                                                  "activation": "relu", "init": "he_normal"}) \
         and all("batch_norm" not in f.changes for f in candidate_fixes(
             [("vanishing", "vanishing_ratio")], {"batch_norm": True}))
+
+
+# -- one source: what gradlab fix tries is what gradlab diagnose says ------------------------------------
+
+FINDINGS = [("vanishing", "vanishing_ratio"), ("exploding", "exploding_ratio"),
+            ("exploding", "exploding_growth"), ("poor_init", "init_spread"), ("diverged", "diverged"),
+            ("saturation", "saturation"), ("dead_units", "dead_units"), ("dying_units", "dying_units"),
+            ("update_ratio", "update_ratio_low"), ("update_ratio", "update_ratio_high"),
+            ("update_ratio", ""), ("loss_plateau", "loss_plateau"),
+            ("oscillating_loss", "loss_spikes"), ("clipping", "clip_most_steps"),
+            ("weight_growth", "weight_growth"), ("frozen", "frozen_grad"), ("frozen", "frozen_update"),
+            ("failed", "failed"), ("no_data", "no_data")]
+CONFIGS = [
+    {"activation": "sigmoid", "init": "standard", "weight_scale": 1.0, "lr": 0.1, "dtype": "float64"},
+    {"activation": "relu", "init": "he_normal", "weight_scale": 4.0, "lr": 3.0, "dtype": "float32",
+     "batch_norm": True, "clip_norm": 5.0},
+    {"activation": "tanh", "init": "glorot_uniform", "weight_scale": 0.5, "lr": 1e-7, "layer_norm": True,
+     "residual": True, "dtype": "float32"},
+    {"framework": "torch", "lr": 0.1},
+    {"framework": "numpy", "lr": 0.05},
+]
+EVIDENCE = [{}, {"update_ratio": 1e-7, "gain": 0.5, "g0": 10.0, "g": 3.0, "clip": 0.5, "rate": 0.02},
+            {"update_ratio": 0.3, "gain": 2.0, "g0": 2.0, "g": 8.0, "rate": 0.001}]
+
+
+def test_every_fix_gradlab_fix_tries_is_in_the_diagnose_text_in_its_order() -> None:
+    assert {rule if rule in RECIPES else kind for kind, rule in FINDINGS} == set(RECIPES)  # all reached
+    for (kind, rule), cfg, ev in itertools.product(FINDINGS, CONFIGS, EVIDENCE):
+        text = suggest_fix(kind, rule, cfg, evidence=ev)
+        fixes = candidate_fixes([(kind, rule)], cfg, {kind: ev})
+        assert text, (kind, rule, cfg, ev)  # every finding gets words, also with nothing to run
+        at = 0
+        for f in fixes:
+            assert f.text in text[at:], (kind, rule, cfg, ev, f.text, text)
+            at = text.index(f.text, at) + len(f.text)
+            assert all(cfg.get(k) != v for k, v in f.changes.items()), f  # each change changes something
+            assert f.sized == (f.text.count("estimate") > 0), f  # sized fixes say they are estimates
+
+
+def _vanishing_run() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Five dense layers whose ‖∂L/∂y‖ shrinks ÷10 per layer towards the input, and its config."""
+    rows = [("r", s, f"dense_{2 * i}", "grad_out_norm", 0.1 ** (4 - i)) for s in range(3) for i in range(5)]
+    metrics = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"]).astype(
+        {"run": "string", "step": "int64", "layer": "string", "metric": "string", "value": "float64"})
+    return metrics, pd.DataFrame({"run": ["r"], "activation": ["sigmoid"], "init": ["standard"], "lr": [0.1]})
+
+
+def test_a_step_added_to_a_recipe_is_said_by_diagnose_and_tried_by_fix(monkeypatch: pytest.MonkeyPatch,
+                                                                        ) -> None:
+    metrics, runs = _vanishing_run()
+    cfg = runs.iloc[0].to_dict()
+    before = diagnose(metrics, runs).set_index("kind").loc["vanishing"]
+    old = RECIPES["vanishing"]
+
+    def shallower(case):  # the old recipe plus one step
+        a = old(case)
+        half = Step("use half the layers (depth=5)", {"depth": 5}, "shallower")
+        return Advice((*a.steps, half), a.lead, a.note)
+
+    monkeypatch.setitem(RECIPES, "vanishing", shallower)
+    after = diagnose(metrics, runs).set_index("kind").loc["vanishing"]
+    assert "use half the layers (depth=5)" not in before["fix"]
+    assert after["fix"].startswith(before["fix"].rsplit(", or ", 1)[0])
+    assert after["fix"].endswith(", or use half the layers (depth=5)")
+    fixes = candidate_fixes([("vanishing", str(after["rule"]))], cfg)
+    assert fixes[-1].name == "shallower" and fixes[-1].changes == {"depth": 5}
+    monkeypatch.setitem(RECIPES, "vanishing", lambda case: Advice())  # a recipe that has nothing
+    assert diagnose(metrics, runs).set_index("kind").loc["vanishing", "fix"] == ""
+    assert candidate_fixes([("vanishing", "vanishing_ratio")], cfg) == []
+
+
+def test_a_run_that_clips_already_is_told_to_clip_harder_in_both() -> None:
+    cfg, ev = {"clip_norm": 5.0, "lr": 0.1, "activation": "relu", "init": "he_normal"}, {"g0": 20.0}
+    text = suggest_fix("exploding", "exploding_growth", cfg, evidence=ev)
+    clip = next(f for f in candidate_fixes([("exploding", "exploding_growth")], cfg, {"exploding": ev})
+                if set(f.changes) == {"clip_norm"})
+    assert clip.changes["clip_norm"] < cfg["clip_norm"] and "clip harder" in clip.text and clip.text in text
+
+
+def test_batch_norm_exploding_at_init_is_explained_and_leaves_the_init_alone() -> None:
+    cfg, ev = {"batch_norm": True, "residual": False, "weight_scale": 1.0, "lr": 0.1}, {"gain": 2.0}
+    text = suggest_fix("exploding", "exploding_ratio", cfg, evidence=ev)
+    assert text.startswith("batch norm amplifies back-propagated gradients in deep nets at initialisation: ")
+    fixes = candidate_fixes([("exploding", "exploding_ratio")], cfg, {"exploding": ev})
+    assert [f.name for f in fixes] == ["residual", "clip_norm=1"]
+    assert "use fewer layers" in text and "warm up the learning rate" in text  # advice: nothing to run
+    bare = suggest_fix("exploding", "exploding_ratio", {**cfg, "batch_norm": False}, evidence=ev)
+    assert "gain per layer is 2" in bare and "residual" not in bare  # without batch norm: the init scale
+
+
+def test_diagnosis_modules_import_no_private_names_from_each_other() -> None:
+    folder = Path(gradlab.diagnosis.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                   and (n.module or "").startswith("gradlab") for a in n.names if a.name.startswith("_")]
+        assert not private, (path.name, private)
 
 
 def test_indistinguishable_pairs_by_seed() -> None:

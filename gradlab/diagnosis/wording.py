@@ -1,5 +1,5 @@
 """How findings are put into words: the message of each rule, with its evidence (the fixes are in
-:mod:`gradlab.diagnosis.fixes`)."""
+:mod:`gradlab.diagnosis.recipes`, said by :mod:`gradlab.diagnosis.fixes`)."""
 
 from __future__ import annotations
 
