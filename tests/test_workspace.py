@@ -184,3 +184,19 @@ def test_another_monitor_attached_turns_stacking_off_so_its_arrays_stay_its_own(
     for seen, copy in keeper.kept:
         np.testing.assert_array_equal(seen, copy)  # not overwritten by a later step
     assert not any(w is not None for w in net._plans.values()) or not net._stacked
+
+
+def test_dead_relu_units_are_found_on_the_stacked_path_as_per_layer():
+    frames = []
+    for cls in (GradientMonitor, _PerLayer):
+        net, m = mlp(6, 3, depth=3, width=8, activation="relu"), cls()
+        dict(net.named_layers())["dense_2"].params["b"][:3] = -100.0  # relu_3's units 0–2 never fire
+        x, y = _batch()
+        with net.attach(m):
+            train_loop(net, itertools.repeat((x, y)), softmax_cross_entropy, SGD(0.01), 12)
+        frames.append(m.frame())
+    a, b = frames
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
+    dead = a[(a.layer == "relu_3") & (a.metric == "dead_frac")].value
+    window = a[(a.layer == "relu_3") & (a.metric == "dead_frac_window")].value
+    assert (dead >= 3 / 8).all() and window.iloc[-1] >= 3 / 8

@@ -13,7 +13,7 @@ import numpy as np
 
 from gradlab.monitor.observer import PARAM_KEYS, Observer
 from gradlab.monitor.stats import count_nonfinite, sq_norm
-from gradlab.nn.workspace import Group, Workspace
+from gradlab.nn.workspace import Group, Workspace, row_sq_norms
 
 Array = np.ndarray
 _NEVER = -(1 << 62)  # "never active so far", as in Observer
@@ -21,9 +21,10 @@ FORWARD = ("act_mean", "act_std", "nonfinite", "saturation", "inactive_frac", "d
 BACKWARD = ("grad_out_norm", "grad_in_norm", "weight_norm", "grad_norm", "grad_b_norm")
 
 
-def _sq_rows(a: Array) -> Array:
-    """Σ a² of each row of a 2-D array, as float64 (a batched BLAS dot, faster than einsum here)."""
-    return np.matmul(a[:, None, :], a[:, :, None]).reshape(len(a)).astype(np.float64)
+def _row(ws: Workspace, name: str) -> Array:
+    """∂L/∂y of a stacked layer."""
+    group, k = ws.slot[name]
+    return group.g[k]
 
 
 def _count_rows(mask: Array) -> Array:
@@ -56,9 +57,17 @@ class _Compiled:
         self.relu = bool(first is not None and first.relu)
         self.keys = PARAM_KEYS.get(group.layers[0].kind)
         self.last_active: Array | None = None
+        self._ones: dict[tuple[int, str], Array] = {}
         shape = group.y.shape[1:]
         for name in self.watched:  # activations learn their width on first sight
             obs.note_shape(name, shape, shape)
+
+    def ones(self, n: int, dtype: np.dtype) -> Array:
+        """A cached vector of ``n`` ones (sums as BLAS products)."""
+        key = (n, np.dtype(dtype).str)
+        if key not in self._ones:
+            self._ones[key] = np.ones(n, dtype)
+        return self._ones[key]
 
     def activity_state(self, units: int) -> Array:
         """Per member and unit, the last tick it was active: shared with the Observer's slots."""
@@ -101,9 +110,9 @@ class StackedStats:
             y = group.y.reshape(n, -1)
             size = y.shape[1]
             vals = np.full((len(FORWARD), n), np.nan)
-            mean = np.matmul(y, np.ones(size, y.dtype)).astype(np.float64)
+            mean = np.matmul(y, comp.ones(size, y.dtype)).astype(np.float64)
             mean /= size
-            ss = _sq_rows(y)
+            ss = row_sq_norms(y)
             vals[0] = mean
             np.sqrt(np.maximum(ss / size - mean * mean, 0.0), out=vals[1])
             vals[2] = 0.0
@@ -115,11 +124,11 @@ class StackedStats:
             if comp.saturated is not None:
                 vals[3] = _count_rows(self._mask(ws, comp, comp.saturated)) / size
             if comp.inactive is not None:
-                self._activity(ws, comp, vals, tick)
+                self._activity(ws, comp, vals, tick, bool(np.isfinite(ss).all()))
             row[comp.fwd_cols] = vals
         return bad_names
 
-    def _activity(self, ws: Workspace, comp: _Compiled, vals: Array, tick: int) -> None:
+    def _activity(self, ws: Workspace, comp: _Compiled, vals: Array, tick: int, finite: bool) -> None:
         """Inactive fraction, dead units and dead units over the window (rows 4–6 of ``vals``)."""
         group = comp.group
         n = len(group.names)
@@ -128,7 +137,10 @@ class StackedStats:
         if comp.relu:
             active = y3 > 0
             vals[4] = 1.0 - _count_rows(active) / size
-            dead = ~active.any(axis=1)
+            if finite:  # ReLU outputs are ≥ 0: a unit's batch sum is 0 iff it is 0 on every sample
+                dead = np.matmul(comp.ones(y3.shape[1], y3.dtype), y3) == 0  # (a BLAS gemv: 4× any())
+            else:  # a NaN sums to NaN: decide by the comparison, as Observer does
+                dead = ~active.any(axis=1)
         else:
             mask = self._mask(ws, comp, comp.inactive).reshape(y3.shape)
             vals[4] = _count_rows(mask) / size
@@ -151,7 +163,7 @@ class StackedStats:
     def backward(self, ws: Workspace, row: Array) -> list[str]:
         """Gradient and parameter statistics of every stacked layer; the names whose gradients went bad."""
         comps = self._groups(ws, len(row) - 1)
-        gsq = {comp.group: _sq_rows(comp.group.g.reshape(len(comp.group.names), -1)) for comp in comps}
+        gsq = {comp.group: row_sq_norms(comp.group.g.reshape(len(comp.group.names), -1)) for comp in comps}
         bad_names: list[str] = []
         for comp in comps:
             group = comp.group
@@ -159,18 +171,18 @@ class StackedStats:
             vals = np.full((len(BACKWARD), n), np.nan)
             vals[0] = gsq[group]
             bad, over = np.zeros(n), np.zeros(n, bool)
-            for k, name in enumerate(group.names):
+            for k, name in enumerate(group.names):  # ∂L/∂x is the stacked predecessor's ∂L/∂y
                 pred = ws.pred[name]
                 if pred is not None:
                     pgroup, pk = ws.slot[pred]
-                    gin = pgroup.g[pk]
-                    sq = gsq[pgroup][pk] if pgroup in gsq else sq_norm(gin)
+                    vals[1, k] = gsq[pgroup][pk] if pgroup in gsq else sq_norm(pgroup.g[pk])
                 else:
-                    gin = ws.loose_grad_in[name]
-                    sq = sq_norm(gin)
-                vals[1, k] = sq
-                if not np.isfinite(sq):
-                    bad[k] += count_nonfinite(gin, sq)
+                    vals[1, k] = sq_norm(ws.loose_grad_in[name])
+            if not np.isfinite(vals[1]).all():
+                for k in np.flatnonzero(~np.isfinite(vals[1])):
+                    pred = ws.pred[group.names[k]]
+                    gin = ws.loose_grad_in[group.names[k]] if pred is None else _row(ws, pred)
+                    bad[k] += count_nonfinite(gin, vals[1, k])
                     over[k] = True
             if comp.keys is not None:
                 self._params(comp, vals, bad, over)
@@ -191,7 +203,7 @@ class StackedStats:
         for i, (key, grads) in enumerate(((wkey, False), (wkey, True), (bkey, True)), start=2):
             stack = group.stacked(key, grads)
             if stack is not None:
-                vals[i] = _sq_rows(stack.reshape(len(stack), -1))
+                vals[i] = row_sq_norms(stack.reshape(len(stack), -1))
             else:
                 vals[i] = [sq_norm((la.grads if grads else la.params)[key]) for la in group.layers]
         if np.isfinite(vals[3:5]).all():

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from gradlab.nn.workspace import common_stack, row_sq_norms
+
 Array = np.ndarray
 
 
@@ -44,6 +46,26 @@ class Optimizer:
         self._buffers: dict[str, tuple[Array, Array]] = {}
         self.measure_updates = False
         self.update_sq_norms: dict[str, float] = {}
+        self._layout: tuple[int, ...] = ()  # the parameter arrays the update buffers were laid out for
+        self._stacks: list[tuple[Array, tuple[str, ...]]] = []  # update stacks and their parameters
+
+    def _lay_out(self, params: Mapping[str, Array]) -> None:
+        """Rows of one parameter stack (see :func:`gradlab.nn.workspace.stack_parameters`) get rows of
+        one update stack, so ‖ΔW‖² of all of them is one batched call."""
+        by_base: dict[int, list[str]] = {}
+        for name, p in params.items():
+            if p.base is not None:
+                by_base.setdefault(id(p.base), []).append(name)
+        self._stacks = []
+        for names in by_base.values():
+            if len(names) < 2 or common_stack([params[n] for n in names]) is None:
+                continue
+            base = params[names[0]].base
+            delta, tmp = np.empty_like(base), np.empty_like(base)
+            for k, n in enumerate(names):
+                self._buffers[n] = (delta[k], tmp[k])
+            self._stacks.append((delta, tuple(names)))
+        self._layout = tuple(map(id, params.values()))
 
     def _update(self, name: str, g: Array, out: Array) -> None:
         """Write the update ΔW for gradient ``g`` (before decoupled decay) into ``out``."""
@@ -55,6 +77,10 @@ class Optimizer:
             raise ValueError(f"params and grads keys differ: {sorted(set(params) ^ set(grads))}")
         self.t += 1
         updates: dict[str, Array] = {}
+        measure = self.measure_updates
+        if measure and self._layout != tuple(map(id, params.values())):
+            self._lay_out(params)
+        in_stack = {n for _, names in self._stacks for n in names} if measure else ()
         for name, p in params.items():
             g = grads[name]
             bufs = self._buffers.get(name)
@@ -72,8 +98,11 @@ class Optimizer:
                 delta -= tmp  # decoupled decay (Loshchilov & Hutter 2019): W ← W − lr·λ·W
             p += delta
             updates[name] = delta
-            if self.measure_updates:  # ‖ΔW‖² now, while delta is in cache (for update_ratio)
+            if measure and name not in in_stack:  # ‖ΔW‖² now, while delta is in cache (for update_ratio)
                 self.update_sq_norms[name] = float(np.vdot(delta, delta))
+        for delta, names in self._stacks if measure else ():
+            sq = row_sq_norms(delta.reshape(len(names), -1)).tolist()
+            self.update_sq_norms.update(zip(names, sq, strict=True))
         return updates
 
 
