@@ -5,7 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.monitor.stats import count_nonfinite, log2_hist, moments, ratio, relu_stats, rule_stats, sq_norm
+from gradlab.monitor.stats import (
+    count_nonfinite,
+    log2_hist,
+    log2_hist_rows,
+    moments,
+    ratio,
+    relu_stats,
+    rule_stats,
+    sq_norm,
+)
 from gradlab.nn.activations import get_activation
 from gradlab.records import HIST_BINS, ZERO_BIN
 
@@ -82,3 +91,19 @@ def test_log2_hist_from_exponent_bits_is_frexps(dtype):
         want = np.bincount(e, minlength=len(HIST_BINS) + 1)
         assert np.array_equal(log2_hist(a), want)
         assert log2_hist(a[:, ::2]).sum() == np.isfinite(a[:, ::2]).sum()  # a strided view
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_histograms_equal_one_histogram_per_row(dtype):
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((5, 300)) * 10.0 ** rng.integers(-30, 30, (5, 300))).astype(dtype)
+    a[0, :7] = 0.0
+    a[1, 3] = np.nan
+    a[2, 4] = -np.inf
+    a[3, 5] = np.finfo(dtype).tiny / 4  # subnormal
+    a[4, :] = 0.0
+    rows = log2_hist_rows(a)
+    assert rows.dtype == np.int64
+    for row, counts in zip(a, rows, strict=True):
+        np.testing.assert_array_equal(counts, log2_hist(row))
+    np.testing.assert_array_equal(log2_hist_rows(a[:, ::2]), [log2_hist(r) for r in a[:, ::2]])  # strided

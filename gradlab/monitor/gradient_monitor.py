@@ -12,7 +12,7 @@ import numpy as np
 
 from gradlab.monitor.observer import PARAM_KEYS, Observer
 from gradlab.monitor.stacked import StackedStats
-from gradlab.monitor.stats import sq_norm
+from gradlab.monitor.stats import log2_hist, log2_hist_rows, sq_norm
 from gradlab.nn.activations import ActivationFn
 from gradlab.nn.hooks import Monitor, Schedule, StepInfo
 from gradlab.nn.workspace import Workspace
@@ -156,21 +156,27 @@ class GradientMonitor(Monitor):
         self._ws_fwd = self._ws_bwd = None
 
     def _hists(self, step: int) -> None:
-        """Histograms of each watched layer's output and ∂L/∂y, in the order forward hooks fire."""
+        """Histograms of each watched layer's output and ∂L/∂y, in the order forward hooks fire (a
+        stacked group's in one call per quantity)."""
         obs, fwd, bwd = self.observer, self._ws_fwd, self._ws_bwd
+        stacked: dict[tuple[str, str], Array] = {}
+        for ws, quantity in ((fwd, "act"), (bwd, "grad")):
+            for group in ws.groups if ws is not None else ():
+                if any(name in obs.slots for name in group.names):
+                    stack = group.y if quantity == "act" else group.g
+                    rows = log2_hist_rows(stack.reshape(len(stack), -1))
+                    stacked.update(((name, quantity), r) for name, r in zip(group.names, rows, strict=True))
         names = fwd.hook_order if fwd is not None else list(self._outputs)
         for name in names:
             if name not in obs.slots:
                 continue
             y, gout = self._outputs.get(name, (None, None))
-            if fwd is not None and name in fwd.slot:
-                group, k = fwd.slot[name]
-                y = group.y[k]
-            if bwd is not None and name in bwd.slot:
-                group, k = bwd.slot[name]
-                gout = group.g[k]
-            if y is not None or gout is not None:
-                obs.hists_of(step, name, y, gout)
+            for quantity, a in (("act", y), ("grad", gout)):
+                counts = stacked.get((name, quantity))
+                if counts is not None:
+                    obs.recorder.add_hist(step, name, quantity, counts)
+                elif a is not None:
+                    obs.recorder.add_hist(step, name, quantity, log2_hist(a))
 
     @property
     def divergence(self) -> tuple[int, str] | None:

@@ -97,6 +97,24 @@ def log2_hist(a: Array) -> Array:
     return np.bincount(e.astype(np.intp, copy=False), minlength=len(HIST_BINS) + 1)
 
 
+def log2_hist_rows(a: Array) -> Array:
+    """:func:`log2_hist` of each row of a 2-D array (one bincount for all rows when the dtype allows)."""
+    if a.dtype not in _EXPONENT or not a.flags.c_contiguous:
+        return np.stack([log2_hist(row) for row in a])
+    view, mant, bins = _EXPONENT[a.dtype]
+    n, width = a.shape
+    biased = a.view(view) >> mant
+    biased &= len(bins) - 1  # drop the sign
+    biased = biased.astype(np.intp, copy=False) + (np.arange(n) * len(bins))[:, None]  # a bin range per row
+    per_exp = np.bincount(biased.reshape(-1), minlength=n * len(bins)).reshape(n, len(bins))
+    counts = np.stack([np.bincount(bins, weights=row, minlength=len(HIST_BINS) + 2)[:-1] for row in per_exp])
+    counts = counts.astype(np.int64)
+    zeros = width - np.count_nonzero(a, axis=1)
+    counts[:, 0] = zeros
+    counts[:, bins[0]] -= zeros
+    return counts
+
+
 def ratio(num: float, den: float) -> float:
     """num / den, NaN when the denominator is zero or not finite."""
     return num / den if den and math.isfinite(den) else math.nan
