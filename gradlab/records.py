@@ -198,7 +198,7 @@ def layers_for(metrics: pd.DataFrame, layers: pd.DataFrame | None) -> pd.DataFra
     """The layers table of the runs in ``metrics``: ``layers`` where it covers a run, else inferred."""
     if layers is None or not len(layers):
         return infer_layers(metrics)
-    runs = set(metrics["run"].astype(str).unique())
+    runs = {str(r) for r in metrics["run"].unique()}  # not the whole column as text: a sweep's is huge
     known = layers[layers["run"].astype(str).isin(runs)]
     missing = runs - set(known["run"].astype(str))
     if not missing:

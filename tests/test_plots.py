@@ -440,3 +440,34 @@ def test_every_chart_shows_names_as_written_never_as_mathtext(sweep):
                     "clipping": [names["r-relu6"]], "phase": WEIRD[:1] + WEIRD[2:3]}[what]
         for name in expected:
             assert name in text, (what, name)
+
+
+def test_series_read_a_coded_frame_as_they_read_its_text(sweep):
+    runs, metrics, _ = sweep
+    coded = metrics.astype({"run": "category", "layer": "category", "metric": "category"})
+    layers = records.infer_layers(metrics)
+    for table in (None, layers):
+        pd.testing.assert_frame_equal(plots.layer_table(coded, table), plots.layer_table(metrics, table))
+    for step in (0, "last"):
+        pd.testing.assert_series_equal(plots.gradient_ratio(coded, step=step, layers=layers),
+                                       plots.gradient_ratio(metrics, step=step, layers=layers))
+    ids = ["r-sig6", "r-sig6b", "r-tanh6"]
+    for series in (lambda m: plots.gradient_flow_series(m, runs, run_ids=ids, layers=layers),
+                   lambda m: plots.saturation_series(m, runs, run_ids=ids, layers=layers),
+                   lambda m: plots.heatmap_series(m, "r-sig6", layers=layers),
+                   lambda m: plots.training_curves_series(m, runs, run_ids=ids)["curves"],
+                   lambda m: plots.clipping_series(m, runs)["norms"],
+                   lambda m: plots.outcome_matrix_series(runs, m, "final_loss", rows="activation")):
+        pd.testing.assert_frame_equal(series(coded), series(metrics))
+    assert plots.outcomes_to_show(runs, coded) == plots.outcomes_to_show(runs, metrics)
+
+
+def test_text_helpers_match_astype_str():
+    from gradlab.plots.common import as_text, is_in
+
+    text = pd.Series(["b", "", "a", "b"], dtype="string")
+    for col in (text, text.astype("category"), text.astype(object)):
+        assert as_text(col).tolist() == ["b", "", "a", "b"] and str(as_text(col).dtype) == "str"
+        assert is_in(col, ["b", ""]).tolist() == [True, True, False, True]
+    with_na = pd.Series(["b", None], dtype="category")
+    assert as_text(with_na).tolist() == with_na.astype(str).tolist()

@@ -145,12 +145,37 @@ def test_large_sweep_is_grouped_by_one_axis(tmp_path):
     assert all(len(arms) == 15 for _, arms in rep.groups)
 
 
+def test_a_large_sweep_opens_its_runs_section_with_one_row_per_arm(tmp_path):
+    parts = [make_run(f"{a}-{s}", depth=2, steps=2, activation=a, seed=s, factor=f, hist_steps=(0,))
+             for a, f in (("relu", 1.0), ("sigmoid", 0.25)) for s in range(21)]
+    runs = pd.DataFrame([p["row"] for p in parts])
+    runs.loc[runs["run"] == "relu-0", "status"] = "diverged"
+    metrics = pd.concat([p["metrics"] for p in parts], ignore_index=True)
+    findings = make_findings()  # r-sig6 vanishes and saturates, r-tanh6 diverges
+    findings["run"] = findings["run"].replace({"r-sig6": "sigmoid-3", "r-tanh6": "relu-0"})
+    rep = context.ReportContext(runs, metrics, tmp_path, None, findings, None, None)
+    html = report_sections.runs_section(rep, {"relu-0": "group-1-relu"})
+    arms = html[html.index("<h3>Per arm</h3>"):html.index("<h3>Every run</h3>")]
+    header = re.findall(r"<th>(.*?)</th>", arms)
+    rows = [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)]
+            for r in re.findall(r"<tr>(.*?)</tr>", arms)[1:]]
+    assert header == ["arm", "runs", "status", "final loss", "grad ratio @init", "@end", "verdicts (× runs)"]
+    assert [r[1:3] for r in rows] == [["21", "20 ok, 1 diverged"], ["21", "21 ok"]]
+    assert [r[-1] for r in rows] == ["diverged ×1", "vanishing, saturation ×1"]
+    assert 'href="#group-1-relu"' in arms  # an arm links to its section
+    ratio = dict(zip([r[0] for r in rows], [float(r[4]) for r in rows], strict=True))
+    assert ratio[rep.arm["sigmoid-0"]] == pytest.approx(0.25**2, rel=0.1)  # the median over its seeds
+    assert 'id="run-relu-0"' in html[html.index("<h3>Every run</h3>"):]  # every run still has its row
+    small = context.ReportContext(*make_sweep()[:2], tmp_path, None, None, None, None)
+    assert "Per arm" not in report_sections.runs_section(small, {})
+
+
 def test_load_and_report_uses_the_store_loader(tmp_path, monkeypatch):
     part = make_run("only", depth=2, steps=3, hist_steps=(0, 3))
     runs = pd.DataFrame([part["row"]])
     layers = records.infer_layers(part["metrics"])
     seen, tables = [], []
-    load = lambda d: seen.append(d) or (runs, part["metrics"])  # noqa: E731
+    load = lambda d, metrics=None: seen.append(d) or (runs, part["metrics"])  # noqa: E731
     monkeypatch.setattr(store, "read_results", load)  # load_results with run, layer, metric coded
     monkeypatch.setattr(store, "load_layers", lambda d: seen.append(d) or layers)
     monkeypatch.setattr(store, "load_hists", lambda d: seen.append(d) or part["hists"])

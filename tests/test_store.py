@@ -15,6 +15,7 @@ from gradlab import atomic
 from gradlab.experiment import folder, store
 from gradlab.experiment.config import Config
 from gradlab.experiment.runner import run_sweep
+from gradlab.records import LAYERS_DTYPES, infer_layers
 
 RUNS_DOC_COLUMNS = [  # docs/data.md, "Runs table", in order
     "run", "name", "framework", "model", "n_params", "depth", "width", "activation", "init",
@@ -244,6 +245,41 @@ def test_read_results_is_load_results_with_coded_names_and_only_the_metrics_aske
     _, some = store.read_results(out, ("loss", "grad_norm"))
     want = metrics[metrics["metric"].isin(["loss", "grad_norm"])].reset_index(drop=True)
     assert some.astype(metrics.dtypes.to_dict()).equals(want)
+
+
+def test_load_layers_reads_every_table_and_infers_the_ones_a_run_lacks(results, tmp_path):
+    import shutil
+
+    out, configs, _ = results
+    layers = store.load_layers(out)
+    assert [str(t) for t in layers.dtypes] == [str(t) for t in LAYERS_DTYPES.values()]
+    each = [pd.read_parquet(out / "runs" / c.key() / "layers.parquet") for c in configs]
+    pd.testing.assert_frame_equal(layers, pd.concat(each, ignore_index=True).astype(LAYERS_DTYPES))
+    old = tmp_path / "old"  # the middle run written before runs had a layers table
+    shutil.copytree(out, old)
+    d = old / "runs" / configs[1].key()
+    (d / "layers.parquet").unlink()
+    m = json.loads((d / "manifest.json").read_text())
+    del m["files"]["layers.parquet"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    mixed = store.load_layers(old)
+    _, metrics = store.load_results(old)
+    each[1] = infer_layers(metrics[metrics["run"] == configs[1].key()])
+    pd.testing.assert_frame_equal(mixed, pd.concat(each, ignore_index=True).astype(LAYERS_DTYPES))
+
+
+def test_the_loaders_leave_arrow_s_memory_pool_as_they_found_it(results, monkeypatch):
+    import pyarrow as pa
+
+    out, _, _ = results
+    before = pa.default_memory_pool().backend_name
+    for load in (store.load_results, store.read_results, store.load_layers, store.load_hists):
+        load(out)
+        assert pa.default_memory_pool().backend_name == before
+    monkeypatch.setattr(store, "_table", lambda *a, **k: (_ for _ in ()).throw(store.StoreError("damaged")))
+    with pytest.raises(store.StoreError, match="damaged"):
+        store.load_results(out)
+    assert pa.default_memory_pool().backend_name == before
 
 
 def test_load_results_on_one_run_folder(results):

@@ -35,6 +35,12 @@ class Rows:
     v: np.ndarray
     flag: np.ndarray | None = None
 
+    def of_run(self, r: int) -> Rows:
+        """Run ``r``'s rows (a slice: the rows are sorted by run)."""
+        lo, hi = np.searchsorted(self.r, [r, r + 1])
+        flag = self.flag[lo:hi] if self.flag is not None else None
+        return Rows(self.r[lo:hi], self.l[lo:hi], self.step[lo:hi], self.v[lo:hi], flag)
+
     def take(self, mask: np.ndarray) -> Rows:
         """The rows where ``mask`` holds."""
         flag = self.flag[mask] if self.flag is not None else None
@@ -117,8 +123,15 @@ def prepare(
     # a layer code per (run, layer name): two runs may give one name different kinds or positions
     n_names = np.int64(len(n_uniq) + 1)
     n_codes[n_codes < 0] = n_names - 1  # NA → ""
-    l_codes, pair = pd.factorize(r_codes.astype(np.int64) * n_names + n_codes)
-    del n_codes  # a row per metric value: on a 1,000-run sweep each code array is ~300 MB
+    key = r_codes.astype(np.int64)  # in place: a row per metric value, each array ~300 MB on 1,000 runs
+    key *= n_names
+    key += n_codes
+    del n_codes
+    l_codes, pair = pd.factorize(key)
+    del key
+    # the codes and row numbers kept for the rules in 32 bits: half the memory
+    r_codes, l_codes = r_codes.astype(np.int32), l_codes.astype(np.int32)
+    row_t = np.int32 if len(metrics) < 2**31 else np.int64
     pair_run, pair_name = np.divmod(np.asarray(pair, dtype=np.int64), n_names)
     all_names = np.array([str(u) for u in n_uniq] + [""], dtype=object)
     names = all_names[pair_name]
@@ -126,7 +139,7 @@ def prepare(
     step_all = metrics["step"].to_numpy(dtype=np.int64)
     v_all = metrics["value"].to_numpy(dtype=np.float64)
     small = np.uint8 if len(m_uniq) < 255 else np.uint16 if len(m_uniq) < 65535 else np.int64
-    by_metric = np.argsort((m_codes + 1).astype(small), kind="stable")  # radix sort; keeps row order
+    by_metric = np.argsort((m_codes + 1).astype(small), kind="stable").astype(row_t)  # radix: keeps order
     bounds = np.r_[0, np.cumsum(np.bincount(m_codes + 1, minlength=len(m_uniq) + 1))]
     del m_codes
     n_runs = len(runs)

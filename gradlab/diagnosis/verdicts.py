@@ -242,7 +242,8 @@ def _evidence(f: dict, t: Table) -> dict[str, float]:
     ev: dict[str, float] = {}
     upd = t.get("update_ratio")
     if upd is not None:
-        m = (upd.r == r) & np.isfinite(upd.v)
+        upd = upd.of_run(r)
+        m = np.isfinite(upd.v)
         if f["kind"] == "update_ratio" and "lo" in f:
             m &= (upd.step >= f["lo"]) & (upd.step <= f["hi"])
         elif m.any() and f["kind"] != "loss_plateau":  # the first update, made on the initial

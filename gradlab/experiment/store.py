@@ -43,6 +43,7 @@ from gradlab.experiment.manifests import (
     read_json,
     sweep_of,
 )
+from gradlab.experiment.memory import returning_pool
 from gradlab.records import HISTS_DTYPES, LAYERS_DTYPES, METRICS_DTYPES, infer_layers
 
 if TYPE_CHECKING:
@@ -141,24 +142,10 @@ def _versions() -> dict[str, str]:
 def new_manifest(config: Config, run_id: str) -> dict[str, Any]:
     """A run's manifest with every key, filled as for a run that has not succeeded (yet)."""
     return {
-        "format": FORMAT,
-        "run": run_id,
-        "key": config.key(),
-        "name": config.name,
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "status": "failed",
-        "steps_done": None,
-        "diverged_step": None,
-        "diverged_layer": None,
-        "final_loss": None,
-        "wall_time_s": None,
-        "cpu_time_s": None,
-        "started": None,
-        "finished": None,
-        "error": None,
-        "host": socket.gethostname(),
-        "versions": _versions(),
+        "format": FORMAT, "run": run_id, "key": config.key(), "name": config.name, "config": config.to_dict(),
+        "seed": config.seed, "status": "failed", "steps_done": None, "diverged_step": None,
+        "diverged_layer": None, "final_loss": None, "wall_time_s": None, "cpu_time_s": None, "started": None,
+        "finished": None, "error": None, "host": socket.gethostname(), "versions": _versions(),
         "blas": [],  # the BLAS libraries and threads the run had (runner fills it in)
         "sweep": None,  # {"id", "name"} of the sweep it belongs to (the runner fills it in)
     }
@@ -298,22 +285,14 @@ def runs_table(manifests: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for m in manifests:
         c = m.get("config") or {}
-        rows.append(
-            {
-                "run": m["run"],
-                "name": c.get("name", m.get("name", "")),
-                "framework": m.get("framework", "gradlab"),
-                "model": m.get("model", ""),
-                "n_params": m.get("n_params"),
-                **{k: c.get(k) for k in CONFIG_COLUMNS},
-                "status": m["status"],
-                "diverged_step": m.get("diverged_step"),
-                "diverged_layer": m.get("diverged_layer"),
-                "final_loss": float_from_json(m.get("final_loss")),
-                "wall_time_s": float_from_json(m.get("wall_time_s")),
-                "error": m.get("error"),
-            }
-        )
+        rows.append({
+            "run": m["run"], "name": c.get("name", m.get("name", "")),
+            "framework": m.get("framework", "gradlab"), "model": m.get("model", ""),
+            "n_params": m.get("n_params"), **{k: c.get(k) for k in CONFIG_COLUMNS},
+            "status": m["status"], "diverged_step": m.get("diverged_step"),
+            "diverged_layer": m.get("diverged_layer"), "final_loss": float_from_json(m.get("final_loss")),
+            "wall_time_s": float_from_json(m.get("wall_time_s")), "error": m.get("error"),
+        })
     df = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
     return df.astype(RUNS_COLUMNS)
 
@@ -323,10 +302,6 @@ def write_runs_table(out: str | Path) -> pd.DataFrame:
     df = runs_table(_manifests(Path(out)))
     write_frame(Path(out) / RUNS_FILE, df)
     return df
-
-
-def _frame(m: dict[str, Any], file: str, columns: list[str] | None = None) -> pd.DataFrame:
-    return _table(m, file, columns).to_pandas()  # see _table
 
 
 def _table(m: dict[str, Any], file: str, columns: Any = None, metrics: Any = None, coded: bool = False):
@@ -368,17 +343,18 @@ def _read_frames(manifests: list[dict[str, Any]], file: str, dtypes: dict[str, s
     import pyarrow as pa
 
     dtypes = {k: "category" if coded and k in CODED else v for k, v in dtypes.items()}
-    parts = [_table(m, file, list(dtypes), metrics, coded) for m in manifests if m["status"] in FINISHED]
-    if not parts:
-        return pd.DataFrame({k: pd.Series(dtype=v) for k, v in dtypes.items()})
-    try:
-        table, parts = pa.concat_tables(parts, promote_options="permissive"), []
-        as_string = {pa.large_string(): pd.StringDtype("pyarrow"), pa.string(): pd.StringDtype("pyarrow")}
-        return table.to_pandas(self_destruct=True, types_mapper=as_string.get).astype(dtypes)
-    except (TypeError, ValueError, pa.ArrowException) as exc:
-        where = manifests[0]["_dir"].parent if len(manifests) > 1 else manifests[0]["_dir"]
-        raise StoreError(f"a {file} under {where} has a column of the wrong type ({_first_line(exc)}); "
-                         f"{REDO}") from None
+    with returning_pool():
+        parts = [_table(m, file, list(dtypes), metrics, coded) for m in manifests if m["status"] in FINISHED]
+        if not parts:
+            return pd.DataFrame({k: pd.Series(dtype=v) for k, v in dtypes.items()})
+        try:
+            table, parts = pa.concat_tables(parts, promote_options="permissive"), []
+            as_string = {pa.large_string(): pd.StringDtype("pyarrow"), pa.string(): pd.StringDtype("pyarrow")}
+            return table.to_pandas(self_destruct=True, types_mapper=as_string.get).astype(dtypes)
+        except (TypeError, ValueError, pa.ArrowException) as exc:
+            where = manifests[0]["_dir"].parent if len(manifests) > 1 else manifests[0]["_dir"]
+            raise StoreError(f"a {file} under {where} has a column of the wrong type ({_first_line(exc)}); "
+                             f"{REDO}") from None
 
 
 def load_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -407,14 +383,11 @@ def load_layers(path: str | Path) -> pd.DataFrame:
     its metrics (:func:`gradlab.records.infer_layers`)."""
     import pandas as pd
 
-    parts = []
-    for m in _manifests(Path(path)):
-        if m["status"] not in FINISHED:
-            continue
-        if (m["_dir"] / LAYERS_FILE).exists() or LAYERS_FILE in (m.get("files") or {}):
-            parts.append(_frame(m, LAYERS_FILE))
-        else:  # written before runs had a layers table
-            parts.append(infer_layers(_frame(m, METRICS_FILE, ["run", "layer", "metric"])))
-    if not parts:
-        return pd.DataFrame({k: pd.Series(dtype=v) for k, v in LAYERS_DTYPES.items()})
+    done = [m for m in _manifests(Path(path)) if m["status"] in FINISHED]
+    old = {id(m) for m in done if not (m["_dir"] / LAYERS_FILE).exists()
+           and LAYERS_FILE not in (m.get("files") or {})}  # written before runs had a layers table
+    if not old:
+        return _read_frames(done, LAYERS_FILE, LAYERS_DTYPES)
+    parts = [infer_layers(_table(m, METRICS_FILE, ["run", "layer", "metric"]).to_pandas()) if id(m) in old
+             else _table(m, LAYERS_FILE).to_pandas() for m in done]
     return pd.concat(parts, ignore_index=True)[list(LAYERS_DTYPES)].astype(LAYERS_DTYPES)

@@ -63,19 +63,38 @@ def run_arms(runs: pd.DataFrame | None, run_ids: Iterable[str]) -> pd.Series:
     return pd.Series([labels.get(r, r) for r in ids], index=ids, dtype=object)
 
 
+def is_in(column: pd.Series, values: Iterable[Any]) -> np.ndarray:
+    """Where ``column``'s text is one of ``values``: by code on categorical and string columns (a sweep's
+    frame has tens of millions of rows; spelling each out as text first took seconds), else as text."""
+    values = [str(v) for v in values]
+    dtype = column.dtype
+    if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, pd.CategoricalDtype)
+                                             and pd.api.types.is_string_dtype(dtype.categories)):
+        return column.isin(values).to_numpy(dtype=bool)
+    return column.astype(str).isin(values).to_numpy(dtype=bool)
+
+
+def as_text(column: pd.Series) -> pd.Series:
+    """``column.astype(str)``, without spelling a categorical out row by row (its categories are)."""
+    if isinstance(column.dtype, pd.CategoricalDtype) and not column.isna().any():
+        return pd.Series(column.cat.categories.astype(str).take(column.cat.codes.to_numpy()),
+                         index=column.index, name=column.name)
+    return column.astype(str)
+
+
 def select_runs(frame: pd.DataFrame, runs: Sequence[str] | None) -> pd.DataFrame:
     """Rows of ``frame`` whose ``run`` is in ``runs`` (all rows when None)."""
     if runs is None:
         return frame
-    return frame[frame["run"].astype(str).isin([str(r) for r in runs])]
+    return frame[is_in(frame["run"], runs)]
 
 
 def metric_rows(metrics: pd.DataFrame, metric: str | Sequence[str]) -> pd.DataFrame:
     """Rows of the metrics frame for one or several metric names, with plain str/float columns."""
     names = [metric] if isinstance(metric, str) else list(metric)
-    df = metrics[metrics["metric"].astype(str).isin(names)]
+    df = metrics[is_in(metrics["metric"], names)]
     return df.assign(
-        run=df["run"].astype(str), layer=df["layer"].astype(str), metric=df["metric"].astype(str),
+        run=as_text(df["run"]), layer=as_text(df["layer"]), metric=as_text(df["metric"]),
         step=df["step"].astype(np.int64), value=df["value"].astype(float),
     )
 

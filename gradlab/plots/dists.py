@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from gradlab.plots.common import in_forward_order, layer_table, new_figure, plain, suptitle, with_positions
+from gradlab.plots.common import (
+    in_forward_order,
+    layer_table,
+    new_figure,
+    plain,
+    select_runs,
+    suptitle,
+    with_positions,
+)
 from gradlab.records import WEIGHTED_KINDS
 
 if TYPE_CHECKING:
@@ -40,7 +48,7 @@ def distribution_series(hists: pd.DataFrame, run: str, *, steps: Sequence[int] |
     """
     from gradlab.records import ZERO_BIN
 
-    df = hists[hists["run"].astype(str) == str(run)]
+    df = select_runs(hists, [str(run)])
     df = df.assign(run=df["run"].astype(str), layer=df["layer"].astype(str),
                    quantity=df["quantity"].astype(str), step=df["step"].astype(np.int64),
                    bin=df["bin"].astype(np.int64), count=df["count"].astype(float))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from gradlab.plots.common import is_in
 from gradlab.plots.runs import sweep_matrix_series
 
 OUTCOMES = ("divergence_rate", "final_loss", "final_accuracy")
@@ -16,7 +17,7 @@ OUTCOMES = ("divergence_rate", "final_loss", "final_accuracy")
 
 def _final(metric: str) -> Callable[[pd.DataFrame], pd.Series]:
     def last(metrics: pd.DataFrame) -> pd.Series:
-        m = metrics[(metrics["metric"] == metric) & (metrics["layer"].astype(str) == "")]
+        m = metrics[is_in(metrics["metric"], [metric]) & is_in(metrics["layer"], [""])]
         last = m.sort_values("step", kind="stable").drop_duplicates("run", keep="last")  # NaN stays NaN
         return pd.Series(last["value"].to_numpy(), index=last["run"].astype(str).to_numpy())
 
@@ -43,7 +44,7 @@ def outcome_matrix_series(runs: pd.DataFrame, metrics: pd.DataFrame, outcome: st
 def outcomes_to_show(runs: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
     """The outcomes worth a matrix: divergence rate when some runs diverged, final loss when runs
     trained, final accuracy when recorded."""
-    net = metrics[metrics["layer"].astype(str) == ""]
+    net = metrics[is_in(metrics["layer"], [""])]
     names = set(net["metric"].unique())
     trained = "loss" in names and net["step"].max() > 0 if len(net) else False
     status = runs["status"].astype(str) if "status" in runs else pd.Series("ok", index=runs.index)

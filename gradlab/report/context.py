@@ -18,7 +18,14 @@ import pandas as pd
 
 from gradlab import plots
 from gradlab.diagnosis import run_verdicts
-from gradlab.plots.common import arm_labels, config_columns, format_value, natural_key, varying_axes
+from gradlab.plots.common import (
+    arm_labels,
+    config_columns,
+    format_value,
+    is_in,
+    natural_key,
+    varying_axes,
+)
 from gradlab.records import layers_for
 
 if TYPE_CHECKING:
@@ -162,12 +169,16 @@ class ReportContext:
             else pd.Series("ok", index=self.runs["run"])
         )
         # each run's rows, found once: a chart reads a few runs' rows, never scans the whole sweep's
-        self._rows = {str(r): i for r, i in metrics.groupby("run", observed=True, sort=False).indices.items()}
+        self._rows = _rows_by_run(metrics)
         step = metrics["step"].to_numpy()
         self.recorded_steps = pd.Series({r: len(np.unique(step[i])) for r, i in self._rows.items()},
                                         dtype="int64")
-        self.ratio0 = plots.gradient_ratio(metrics, step=0, layers=self.layers)
-        self.ratio_end = plots.gradient_ratio(metrics, step="last", layers=self.layers)
+        self.net = metrics[is_in(metrics["layer"], [""])]
+        """The network-level rows (loss, accuracy, global norms, clipping): a small part of a sweep's."""
+        flow = metrics[is_in(metrics["metric"], ["grad_out_norm"])]
+        self.ratio0 = plots.gradient_ratio(flow, step=0, layers=self.layers)
+        self.ratio_end = plots.gradient_ratio(flow, step="last", layers=self.layers)
+        del flow
         self.verdicts = run_verdicts(findings) if findings is not None else pd.Series(dtype="string")
         check_group_by(self.runs, group_by)
         if group_by is None and len(self.arms) > FEW_ARMS:
@@ -211,7 +222,14 @@ class ReportContext:
     def metrics_of(self, run_ids: Sequence[str]) -> pd.DataFrame:
         """The metrics rows of ``run_ids``, in frame order."""
         parts = [self._rows[r] for r in dict.fromkeys(run_ids) if r in self._rows]
+        parts = [np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts]
         return self.metrics.iloc[np.sort(np.concatenate(parts)) if parts else []]
+
+    def ratio_at_init(self, _metrics: pd.DataFrame) -> pd.Series:
+        """The sweep matrix's summary: :attr:`ratio0`, computed once."""
+        return self.ratio0
+
+    ratio_at_init.label = "log10 ‖∂L/∂y‖ first / last dense layer (step 0)"  # type: ignore[attr-defined]
 
     # -- charts ------------------------------------------------------------------------------
     def flow(self, arms: Sequence[str], name: str, caption: str = "") -> str:
@@ -242,7 +260,7 @@ class ReportContext:
         """Loss and accuracy curves of the runs."""
         if not self.trained(run_ids):
             return ""
-        s = plots.training_curves_series(self.metrics_of(run_ids), self.runs, run_ids=run_ids)
+        s = plots.training_curves_series(self.net, self.runs, run_ids=run_ids)
         if s["curves"].empty:
             return ""
         return self.charts.add(
@@ -308,6 +326,22 @@ class ReportContext:
             return None
         r0 = self.ratio0.reindex(ids).abs().fillna(-1)
         return str(r0.idxmax())
+
+
+def _rows_by_run(metrics: pd.DataFrame) -> dict[str, slice | np.ndarray]:
+    """Each run's rows of the frame: a slice when they are contiguous (a loaded sweep's are), else their
+    positions (an index per row of a 35-million-row frame is 280 MB)."""
+    col = metrics["run"]
+    codes = col.cat.codes.to_numpy() if isinstance(col.dtype, pd.CategoricalDtype) else pd.factorize(col)[0]
+    if not len(codes):
+        return {}
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    first = codes[starts]
+    if len(np.unique(first)) == len(first) and (first >= 0).all():
+        names = col.iloc[starts].astype(str).to_numpy()
+        stops = np.r_[starts[1:], len(codes)]
+        return {str(r): slice(int(a), int(b)) for r, a, b in zip(names, starts, stops, strict=True)}
+    return {str(r): i for r, i in metrics.groupby("run", observed=True, sort=False).indices.items()}
 
 
 def _theory_summary(theory: pd.DataFrame | None) -> tuple[pd.Series, pd.Series]:

@@ -20,7 +20,7 @@ def fix_section(rep: ReportContext) -> str:
     flow, loss curves) and the verdicts before and after."""
     if not is_fix_sweep(rep.runs) or rep.findings is None:
         return ""
-    ranked = rank_fixes(rep.runs, rep.metrics, rep.findings)
+    ranked = rank_fixes(rep.runs, rep.net, rep.findings)  # it reads the final loss and accuracy
     names = rep.runs["name"].astype(str)
     arm_of = {str(n): rep.arm[r] for r, n in zip(rep.runs["run"], names, strict=True)}
     cells = [[esc(c) for c in r] for r in ranking_rows(ranked)]
@@ -51,8 +51,8 @@ def outcome_matrices(rep: ReportContext, runs: pd.DataFrame, rows: str, cols: st
     """The outcome matrices beside the gradient-ratio one, on the same axes: divergence rate, final
     loss and final accuracy, each when the sweep has it (:func:`gradlab.plots.outcomes_to_show`)."""
     out = []
-    for outcome in plots.outcomes_to_show(rep.runs, rep.metrics):
-        m = plots.outcome_matrix_series(runs, rep.metrics, outcome, rows=rows, cols=cols)
+    for outcome in plots.outcomes_to_show(rep.runs, rep.net):  # both read network-level rows only
+        m = plots.outcome_matrix_series(runs, rep.net, outcome, rows=rows, cols=cols)
         fmt, center, span = _OUTCOME_STYLE[outcome]
         v = m["value"].to_numpy(dtype=float)
         if center is None:

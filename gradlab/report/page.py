@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab.diagnosis import diagnose
+from gradlab.diagnosis.table import READ
 from gradlab.records import layers_for
 from gradlab.report.context import ReportContext, check_group_by, esc, slug
 from gradlab.report.sections import (
@@ -28,6 +29,10 @@ from gradlab.report.sections import (
     runs_section,
     summary_section,
 )
+
+REPORTED = (*READ, "accuracy", "act_mean")
+"""The metrics a report reads: the diagnosis's, the accuracy curves, and the theory's input scale (a
+sweep's frame without the rest is a sixth smaller)."""
 
 
 def _template(name: str) -> str:
@@ -126,7 +131,7 @@ def load_and_report(runs_dir: str | Path, out_dir: str | Path, **kwargs: Any) ->
     diagnose it, report it."""
     from gradlab.experiment import store
 
-    runs, metrics = store.read_results(runs_dir)  # run, layer, metric as categoricals
+    runs, metrics = store.read_results(runs_dir, REPORTED)  # run, layer, metric as categoricals
     check_group_by(runs, kwargs.get("group_by"))  # before the slow part
     if kwargs.get("layers") is None:
         kwargs["layers"] = store.load_layers(runs_dir)

@@ -16,6 +16,7 @@ from gradlab import plots
 from gradlab.diagnosis import KINDS
 from gradlab.plots.common import axis_values, config_columns, format_value, natural_key
 from gradlab.records import WEIGHTED_KINDS
+from gradlab.report.arm_table import arm_table
 from gradlab.report.context import INFO_KINDS, MAX_ARMS_PER_CHART, NONE, ReportContext, esc, sci, slug
 from gradlab.report.fixes import fix_section, outcome_matrices
 from gradlab.report.tables import table
@@ -114,6 +115,8 @@ def runs_section(rep: ReportContext, group_anchor: dict[str, str]) -> str:
         )
         + "</p>"
     )
+    per_arm = arm_table(rep, group_anchor)  # a large sweep: its arms first, every run below
+    tbl = f"{per_arm}<h3>Every run</h3>{tbl}" if per_arm else tbl
     return f'<section id="runs"><h2>Runs</h2>{note}{tbl}{errors}</section>'
 
 
@@ -128,7 +131,7 @@ def comparisons_section(rep: ReportContext) -> str:
     if rep.axes:
         rows, cols = _matrix_axes(rep)
         runs = rep.runs.assign(arm=rep.runs["run"].map(rep.arm))
-        m = plots.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, step=0, layers=rep.layers)
+        m = plots.sweep_matrix_series(runs, rep.metrics, rows=rows, cols=cols, summary=rep.ratio_at_init)
         others = [a for a in rep.axes if a not in (rows, cols)] if rows != "arm" else []
         cap = (
             "log10 of ‖∂L/∂y‖ at the first dense layer over the output layer at initialisation: "
@@ -152,7 +155,7 @@ def comparisons_section(rep: ReportContext) -> str:
     if len(clipped):
         arms = sorted(rep.arm[clipped["run"]].unique(), key=natural_key)[:MAX_ARMS_PER_CHART]
         ids = rep.runs_of(arms if len(rep.arms) > MAX_ARMS_PER_CHART else rep.arms)
-        s = plots.clipping_series(rep.metrics, rep.runs, run_ids=ids)
+        s = plots.clipping_series(rep.net, rep.runs, run_ids=ids)
         parts.append(
             rep.charts.add(
                 plots.plot_clipping(s, colors=rep.colors),
@@ -335,8 +338,8 @@ def _evidence(rep: ReportContext, kind: str, run_ids: list[str]) -> str:
         return rep.saturation(one_per_arm, name, which=("dead_frac_window", "dead_frac"))
     if kind == "update_ratio":
         run = min(one_per_arm, key=lambda r: rep.status.get(r) != "ok")  # the first ok run, if any
-        h = plots.heatmap_series(rep.metrics, run, metric="update_ratio", kinds=WEIGHTED_KINDS, log=True,
-                                 layers=rep.layers)
+        h = plots.heatmap_series(rep.metrics_of([run]), run, metric="update_ratio", kinds=WEIGHTED_KINDS,
+                                 log=True, layers=rep.layers)
         if h.empty:
             return ""
         fig = plots.plot_heatmap({"log10 ‖ΔW‖/‖W‖": h}, title=f"{rep.arm[run]} (run {run})")
