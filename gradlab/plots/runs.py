@@ -239,7 +239,7 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
             lines = ["—"]
         if bad:
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", ec="0.35", lw=0))
-        dark = np.isfinite(r.value) and abs(r.value - center) > 0.6 * span
+        dark = np.isfinite(r.value) and _luminance(colors(norm(r.value))) < 0.5  # white text on dark cells
         ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize=8,
                 color="white" if dark else "black", fontweight="bold" if bad else "normal")
     ax.set_xticks(range(len(cvals)), [plain(format_value(c)) for c in cvals])
@@ -252,6 +252,11 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
     fig.colorbar(im, ax=ax, label=plain("\n".join(textwrap.wrap(label, 34))))
     ax.set_title(plain("\n".join(textwrap.wrap(title or "Sweep: " + label, int(width * 12)))), fontsize=10)
     return fig
+
+
+def _luminance(rgba: tuple[float, ...]) -> float:
+    """Relative luminance of an RGB(A) colour (ITU-R BT.709 weights)."""
+    return 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2]
 
 
 def clipping_series(metrics: pd.DataFrame, runs: pd.DataFrame | None = None, *,

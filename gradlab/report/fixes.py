@@ -58,9 +58,11 @@ def outcome_matrices(rep: ReportContext, runs: pd.DataFrame, rows: str, cols: st
         if center is None:
             center = float(np.nanmedian(v)) if np.isfinite(v).any() else 0.0
         title = outcome.replace("_", " ")
-        cmap = "RdBu" if outcome == "final_accuracy" else "RdBu_r"  # red is worse in every matrix
+        # red is worse in every matrix; a rate runs from none (white) to all (dark red)
+        cmap = {"final_accuracy": "RdBu", "divergence_rate": "Reds"}.get(outcome, "RdBu_r")
         fig = plots.plot_sweep_matrix(m, title=title, center=center, fmt=fmt, min_span=span, cmap=cmap)
-        cap = (f"{m.attrs['label']}, per cell of the sweep matrix; colours centred at {fmt.format(center)}, "
-               "red the worse side.")
+        cap = (f"{m.attrs['label']}, per cell of the sweep matrix; "
+               + ("white none, dark red all." if outcome == "divergence_rate"
+                  else f"colours centred at {fmt.format(center)}, red the worse side."))
         out.append(rep.charts.add(fig, outcome.replace("_", " "), cap))
     return out
