@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -319,3 +321,28 @@ def test_attaching_a_monitor_twice_is_refused_and_its_metrics_kept():
     assert layers == {n for n, _ in net.named_layers()}  # every per-layer metric is there
     with net.attach(mon):  # detached, it may be attached again
         pass
+
+
+def test_hooks_see_one_view_per_array_so_a_gradient_is_measured_once():
+    from gradlab.nn.hooks import Monitor
+
+    class Seen(Monitor):
+        def __init__(self):
+            super().__init__()
+            self.fwd, self.bwd = {}, {}
+
+        def on_forward(self, name, layer, x, y):
+            self.fwd[name] = (x, y)
+
+        def on_backward(self, name, layer, grad_in, grad_out):
+            self.bwd[name] = (grad_in, grad_out)
+
+    net = mlp(4, 2, depth=2, width=3)
+    m = Seen()
+    with net.attach(m):
+        out = net.forward(np.ones((5, 4)))
+        net.backward(np.ones_like(out))
+    names = [n for n, _ in net.named_layers()]
+    for prev, nxt in itertools.pairwise(names):
+        assert m.fwd[prev][1] is m.fwd[nxt][0]  # y of one layer is the same view as x of the next
+        assert m.bwd[nxt][0] is m.bwd[prev][1]  # ∂L/∂x of one is the view of ∂L/∂y of the one before

@@ -101,7 +101,7 @@ class Network:
 
     def _forward(self, entries: Sequence[tuple[str, Layer]], x: Array, ws: Workspace | None = None) -> Array:
         fwd = self._fwd if ws is None else self._ws_hooks[0]
-        seen = seen_of = None  # one read-only view per array: y is the next layer's x
+        views = _Views()
         for i, (name, layer) in enumerate(entries):
             if isinstance(layer, Residual):
                 y = layer.merge(x, self._forward(layer.body, x))  # y = x + f(x), body layers hooked
@@ -112,10 +112,9 @@ class Network:
                 y = layer.forward(x)
             hooks = fwd.get(name)
             if hooks:
-                seen_x = seen if seen_of is x else readonly(x)
-                seen, seen_of = readonly(y), y
+                seen_x, seen_y = views.of(x), views.of(y)
                 for hook in hooks:
-                    hook(name, layer, seen_x, seen)
+                    hook(name, layer, seen_x, seen_y)
             x = y
         return x
 
@@ -132,7 +131,7 @@ class Network:
 
     def _backward(self, entries: Sequence[tuple[str, Layer]], g: Array, ws: Workspace | None = None) -> Array:
         bwd = self._bwd if ws is None else self._ws_hooks[1]
-        seen = seen_of = None  # a layer's grad_in is the next one's grad_out
+        views = _Views()
         for i in range(len(entries) - 1, -1, -1):
             name, layer = entries[i]
             if isinstance(layer, Residual):
@@ -145,10 +144,9 @@ class Network:
                     ws.loose_grad_in[name] = gin
             hooks = bwd.get(name)
             if hooks:
-                seen_g = seen if seen_of is g else readonly(g)
-                seen, seen_of = readonly(gin), gin
+                seen_g, seen_in = views.of(g), views.of(gin)
                 for hook in hooks:
-                    hook(name, layer, seen, seen_g)
+                    hook(name, layer, seen_in, seen_g)
             g = gin
         return g
 
@@ -234,6 +232,22 @@ class Network:
         """Hand the step's network-level facts to the active monitors."""
         for hook in self._step_hooks:
             hook(step, info)
+
+
+class _Views:
+    """One read-only view per array within a pass (a layer's y is the next one's x, its ∂L/∂x the
+    previous one's ∂L/∂y), so a monitor sees the same object at both and measures it once."""
+
+    __slots__ = ("array", "view")
+
+    def __init__(self) -> None:
+        self.array: Array | None = None
+        self.view: Array | None = None
+
+    def of(self, a: Array) -> Array:
+        if a is not self.array:
+            self.array, self.view = a, readonly(a)
+        return self.view
 
 
 def _notify_detach(monitors: Sequence[Any]) -> None:
