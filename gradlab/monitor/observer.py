@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gradlab.atomic import write_frame
+from gradlab.monitor.inputs import checked_step, is_text, measurable, shape_of
 from gradlab.monitor.stats import count_nonfinite, log2_hist, moments, ratio, relu_stats, rule_stats, sq_norm
 from gradlab.nn.activations import ActivationFn, get_activation
 from gradlab.nn.hooks import Schedule, schedule_fn
@@ -42,50 +43,6 @@ def layer_metrics(
     bounded = activation is not None and activation.saturated is not None
     rectifier = activation is not None and activation.inactive is not None
     return layer_statistics(params, bounded, rectifier, stats)
-
-
-INT64_MAX = 2**63 - 1
-
-
-def _step(step: object) -> int:
-    """A step number as stored (int64, counted from 0); anything else is refused."""
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= INT64_MAX:
-        raise ValueError(f"step={step!r} must be an integer from 0 to 2**63 - 1 (the updates applied so far)")
-    return int(step)
-
-
-def _shape(a: Array | None) -> tuple[int, ...] | None:
-    return None if a is None else a.shape
-
-
-def _text(s: object) -> bool:
-    """A string that Parquet can store (no lone surrogates)."""
-    if not isinstance(s, str):
-        return False
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _measurable(role: str, layer: str, a: object) -> Array | None:
-    """``a`` as a float64 array (float16 sums overflow past 65504, int8 ones wrap around), or a clear
-    error for what has no real magnitude to measure (complex, text, objects) or no entries."""
-    if a is None:
-        return None
-    if not isinstance(a, np.ndarray):
-        try:
-            a = np.asarray(a)
-        except Exception as exc:  # whatever the object's __array__ raises
-            raise TypeError(f"{role} of layer {layer!r} is not an array ({type(a).__name__}: {exc})") \
-                from None
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{role} of layer {layer!r} has dtype {a.dtype}; the Observer measures real numbers "
-                        "(floats, integers, bool): pass e.g. abs(x) or x.real")
-    if a.size == 0:
-        raise ValueError(f"{role} of layer {layer!r} is empty (shape {a.shape}); pass arrays with entries")
-    return a if a.dtype == np.float64 else a.astype(np.float64)
 
 
 class _Slot:
@@ -124,7 +81,7 @@ class Observer:
     ) -> None:
         if isinstance(dead_window, bool) or not isinstance(dead_window, int) or dead_window < 1:
             raise ValueError(f"dead_window={dead_window!r} must be an integer >= 1")
-        if not _text(run):
+        if not is_text(run):
             raise ValueError(f"run={run!r} must be a string")
         stat_metrics(stats)
         self.stats = None if stats is None else tuple([stats] if isinstance(stats, str) else stats)
@@ -161,7 +118,7 @@ class Observer:
         first use, in the order it first sees them)."""
         if name in self.slots:
             return
-        if not _text(name) or not name:
+        if not is_text(name) or not name:
             raise ValueError(f"layer={name!r} must be a non-empty string (\"\" names the network-level rows)")
         act = get_activation(activation) if activation is not None else None
         if has_params is None:
@@ -183,7 +140,7 @@ class Observer:
     def row_for(self, step: int) -> Array:
         """The row of ``step`` (a view into the recorder), started when ``step`` is new."""
         if self._row_step != step:
-            step = _step(step)
+            step = checked_step(step)
             if self._row_step is not None and step < self._row_step:
                 raise ValueError(f"step={step} comes after step {self._row_step}; steps must not decrease")
             self._row = self.recorder.new_row(step)
@@ -218,11 +175,11 @@ class Observer:
             preactivation: the activation's input (only GELU's inactivity rule needs it).
             kind: "dense" (the default when a weight is given), "activation", or another layer kind.
         """
-        step = _step(step)
+        step = checked_step(step)
         given = {"output": output, "weight": weight, "weight_grad": weight_grad, "bias_grad": bias_grad,
                  "update": update, "grad_out": grad_out, "grad_in": grad_in, "preactivation": preactivation}
         output, weight, weight_grad, bias_grad, update, grad_out, grad_in, preactivation = (
-            _measurable(role, layer, a) for role, a in given.items())
+            measurable(role, layer, a) for role, a in given.items())
         if layer not in self.slots:
             if kind is not None and activation is None and kind not in LAYER_KINDS:
                 raise ValueError(f"kind={kind!r} of layer {layer!r} is not a layer kind; allowed: "
@@ -237,8 +194,8 @@ class Observer:
                 n_params = int(weight.size) + (int(bias_grad.size) if bias_grad is not None else 0)
             self.add_layer(layer, kind, activation, has_params=True if given else None, n_params=n_params)
             x_like = grad_in if preactivation is None else preactivation
-            self.note_shape(layer, _shape(x_like), _shape(output))
-            self.note_shape(layer, None, _shape(grad_out))
+            self.note_shape(layer, shape_of(x_like), shape_of(output))
+            self.note_shape(layer, None, shape_of(grad_out))
         slot = self.slots[layer]
         row = self.row_for(step)
         tick = self.recorder.n_steps - 1
@@ -254,7 +211,7 @@ class Observer:
         if y is None:
             return False
         if self._layers[slot.name][4] is None:
-            self.note_shape(slot.name, _shape(x), y.shape)
+            self.note_shape(slot.name, shape_of(x), y.shape)
         mean, std, ss = moments(y)
         if slot.c_act_mean >= 0:
             row[slot.c_act_mean] = mean
