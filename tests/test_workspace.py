@@ -200,3 +200,20 @@ def test_dead_relu_units_are_found_on_the_stacked_path_as_per_layer():
     dead = a[(a.layer == "relu_3") & (a.metric == "dead_frac")].value
     window = a[(a.layer == "relu_3") & (a.metric == "dead_frac_window")].value
     assert (dead >= 3 / 8).all() and window.iloc[-1] >= 3 / 8
+
+
+def test_batches_of_two_sizes_keep_one_dead_unit_history():
+    frames = []
+    for cls in (GradientMonitor, _PerLayer):
+        net, m = mlp(6, 3, depth=3, width=8, activation="relu"), cls(dead_window=3)
+        dict(net.named_layers())["dense_2"].params["b"][:2] = -100.0
+        x, y = _batch()
+        sizes = itertools.cycle([32, 32, 16, 32, 16, 16, 32])  # two plans, switched back and forth
+        stream = ((x[:n], y[:n]) for n in sizes)
+        with net.attach(m):
+            train_loop(net, stream, softmax_cross_entropy, SGD(0.05), 14)
+        frames.append(m.frame())
+    a, b = frames
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
+    window = a[(a.layer == "relu_3") & (a.metric == "dead_frac_window")].value
+    assert (window.iloc[3:] >= 2 / 8).all()

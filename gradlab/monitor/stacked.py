@@ -57,6 +57,7 @@ class _Compiled:
         self.relu = bool(first is not None and first.relu)
         self.keys = PARAM_KEYS.get(group.layers[0].kind)
         self.last_active: Array | None = None
+        self._rows: list[Array | None] | None = None  # the views of last_active the slots hold
         self._ones: dict[tuple[int, str], Array] = {}
         shape = group.y.shape[1:]
         for name in self.watched:  # activations learn their width on first sight
@@ -70,8 +71,11 @@ class _Compiled:
         return self._ones[key]
 
     def activity_state(self, units: int) -> Array:
-        """Per member and unit, the last tick it was active: shared with the Observer's slots."""
-        if self.last_active is None or self.last_active.shape[1] != units:
+        """Per member and unit, the last tick it was active, shared with the Observer's slots (whose
+        rows another plan of the same layers, e.g. a smaller last batch, may have taken over)."""
+        rows = self._rows
+        if rows is None or self.last_active.shape[1] != units or any(
+                s is not None and s.last_active is not r for s, r in zip(self.slots, rows, strict=True)):
             last = np.full((len(self.slots), units), _NEVER, np.int64)
             for k, slot in enumerate(self.slots):
                 if slot is not None:
@@ -79,6 +83,7 @@ class _Compiled:
                         last[k] = slot.last_active
                     slot.last_active = last[k]
             self.last_active = last
+            self._rows = [s.last_active if s is not None else None for s in self.slots]
         return self.last_active
 
 
