@@ -6,7 +6,8 @@ statistic, and "lean": every statistic kept on the device, stacked and transferr
 
 One call = one run of ``--steps`` steps (plus the final measurement, as ``train_loop`` does), so the
 histogram schedule is paid in proportion; times are per step, medians of interleaved repeats in one
-process, float32, one BLAS thread. "no hists" is the default monitor without its histogram schedule.
+process, float32, one BLAS thread. "no hists" is the default monitor without its histogram schedule;
+"hooks only" a stacked monitor that computes nothing (the machinery's own cost: the floor).
 
 Run: ``python benchmarks/bench_monitor.py [--steps N] [--repeats N]``.
 """
@@ -27,14 +28,22 @@ from _common import CLASSES, blas_description, interleaved_medians, torch_mlp
 import gradlab
 from gradlab.experiment.config import Config
 from gradlab.experiment.train import default_monitor
+from gradlab.nn.hooks import Monitor
 from gradlab.nn.losses import softmax_cross_entropy
 
 SHAPES = [(10, 64, 128, "relu"), (50, 128, 64, "tanh"), (20, 256, 128, "relu")]  # issue 14's three
 
 
+class HooksOnly(Monitor):
+    """A stacked monitor that computes nothing: the cost of the hook machinery itself (dispatch, the
+    stacked workspace, the optimizer's ‖ΔW‖²), the floor under any statistic."""
+
+    stacked = True
+
+
 def gradlab_run(depth: int, width: int, batch: int, act: str, steps: int, mode: str):
-    """A closure training ``steps`` steps through ``train_loop``: bare, ``"default"`` monitor, or
-    ``"nohist"`` (the default monitor without histograms)."""
+    """A closure training ``steps`` steps through ``train_loop``: bare, ``"default"`` monitor,
+    ``"nohist"`` (the default monitor without histograms) or ``"hooks"`` (:class:`HooksOnly`)."""
     init = "he_normal" if act == "relu" else "glorot_uniform"
     net = gradlab.mlp(width, CLASSES, depth=depth, width=width, activation=act, init=init, dtype="float32")
     x = np.random.default_rng(0).standard_normal((batch, width)).astype(np.float32)
@@ -47,7 +56,7 @@ def gradlab_run(depth: int, width: int, batch: int, act: str, steps: int, mode: 
         if mode == "bare":
             gradlab.train_loop(net, stream, softmax_cross_entropy, opt, steps)
             return
-        monitor = default_monitor(config, "bench")
+        monitor = HooksOnly() if mode == "hooks" else default_monitor(config, "bench")
         if mode == "nohist":
             monitor.observer.hist_schedule = lambda s: False
         with net.attach(monitor):
@@ -130,13 +139,14 @@ def main() -> None:
     has_torch = torch_mlp(1, 2, "relu") is not None
     with threadpool_limits(1):
         print(f"BLAS: {blas_description()}; {args.steps}-step runs, {args.repeats} interleaved repeats")
-        head = f"{'shape':<18}{'bare ms':>9}{'monitored':>11}{'overhead':>10}{'no hists':>10}"
+        head = (f"{'shape':<18}{'bare ms':>9}{'monitored':>11}{'overhead':>10}{'no hists':>10}"
+                f"{'hooks only':>12}")
         if has_torch:
             head += f"{'torch ms':>10}{'+.item()':>10}{'+lean':>9}{'vs .item()':>12}{'vs lean':>9}"
         print(head)
         for depth, width, batch, act in SHAPES:
             fns = {m: gradlab_run(depth, width, batch, act, args.steps, m)
-                   for m in ("bare", "default", "nohist")}
+                   for m in ("bare", "default", "nohist", "hooks")}
             if has_torch:
                 for m in ("bare", "item", "lean"):
                     fns[f"torch_{m}"] = torch_run(depth, width, batch, act, args.steps, m)
@@ -145,6 +155,7 @@ def main() -> None:
             line = (
                 f"{f'{depth}×{width}×{batch} {act}':<18}{m['bare']:9.2f}{m['default']:11.2f}"
                 f"{m['default'] / m['bare'] - 1:+10.1%}{m['nohist'] / m['bare'] - 1:+10.1%}"
+                f"{m['hooks'] / m['bare'] - 1:+12.1%}"
             )
             if has_torch:
                 line += (
