@@ -18,7 +18,7 @@ from torch import nn
 
 import gradlab.torch as gt
 from gradlab.monitor.observer import Observer
-from gradlab.records import LAYER_COLUMNS
+from gradlab.records import HIST_BINS, HIST_LOG2_MIN, LAYER_COLUMNS, ZERO_BIN
 from gradlab.statistics import reference
 from gradlab.torch.discover import discover
 
@@ -401,3 +401,55 @@ def test_vanishing_gradients_keep_their_size_in_float32():
     assert float(norm(g)) == pytest.approx(1e-24, rel=1e-6)
     assert float(norms([g, 2 * g])[1]) == pytest.approx(2e-24, rel=1e-6)
     assert float(torch.linalg.vector_norm(g)) == 0.0  # what a float32 reduction would have recorded
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log2_hist_on_the_device_equals_gradlab_s(dtype):
+    from gradlab.monitor.stats import log2_hist as np_hist
+    from gradlab.torch.collect import log2_hist
+
+    g = torch.Generator().manual_seed(2)
+    scale = 10.0 ** torch.randint(-25, 25, (4000,), generator=g)
+    t = (torch.randn(4000, generator=g, dtype=torch.float64) * scale).to(dtype)
+    t[:9] = 0.0
+    t[9], t[10], t[11] = math.nan, math.inf, -math.inf
+    t[12] = torch.finfo(dtype).tiny / 4  # subnormal
+    np.testing.assert_array_equal(log2_hist(t).numpy(), np_hist(t.numpy()))
+
+
+@pytest.mark.parametrize("case", ["relu", "relu-inplace", "cnn"])
+def test_histograms_of_outputs_and_gradients_equal_gradlab_s_on_the_same_arrays(case):
+    from gradlab.monitor.stats import log2_hist as np_hist
+
+    build, build_ref = CASES[case]
+    model = build()
+    x, y = data(model)
+    ref, _ = reference_step(build_ref(), x, y)
+    w = watched_step(model, x, y)  # step 0: on the default schedule
+    h = w.recorder.hist_frame()
+    assert set(h["step"]) == {0}
+    for name, (a, _lay) in ref.items():
+        for quantity, arr in (("act", a["output"]), ("grad", a["grad_out"])):
+            got = h[(h.layer == name) & (h.quantity == quantity)]
+            counts = np.zeros(len(HIST_BINS) + 1, dtype=np.int64)  # the tidy rows back to gradlab's vector
+            index = np.where(got["bin"] == ZERO_BIN, 0, got["bin"] - HIST_LOG2_MIN + 1)
+            counts[index] = got["count"]
+            assert counts.sum() == arr.size
+            np.testing.assert_array_equal(counts, np_hist(arr), err_msg=f"{name} {quantity}")
+
+
+def test_histogram_schedule_default_and_chosen():
+    from gradlab.torch.handle import log_steps
+
+    assert [s for s in range(2000) if log_steps(s)] == [0, 1, 10, 100, 1000]
+    model = mlp("tanh")
+    x, y = data(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with gt.watch(model, opt, verbose=False, hist_every=3, every=1) as w:
+        for _ in range(7):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            w.step(loss)
+    assert sorted(set(w.recorder.hist_frame()["step"])) == [0, 3, 6]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradlab.records import HIST_BINS, HIST_LOG2_MAX, HIST_LOG2_MIN
 from gradlab.torch.discover import Threshold, UnitRules
 
 NEVER_ACTIVE = -(1 << 62)
@@ -31,6 +32,20 @@ def norm(t: torch.Tensor) -> torch.Tensor:
 def norms(ts: list[torch.Tensor]) -> list[torch.Tensor]:
     """:func:`norm` of each tensor, in one fused call."""
     return torch._foreach_norm(ts, 2, dtype=torch.float64)
+
+
+def log2_hist(t: torch.Tensor) -> torch.Tensor:
+    """gradlab's log-magnitude histogram (:func:`gradlab.monitor.stats.log2_hist`) on ``t``'s device:
+    index 0 counts exact zeros, then one bin per binary order of magnitude; non-finite entries are
+    left out."""
+    flat = t.reshape(-1)
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.to(torch.float32)  # half, bfloat16, integers: exact in float32 for the exponent
+    flat = flat[torch.isfinite(flat)]
+    _, e = torch.frexp(flat)
+    idx = e.clamp(HIST_LOG2_MIN, HIST_LOG2_MAX) - (HIST_LOG2_MIN - 1)
+    idx[flat == 0] = 0
+    return torch.bincount(idx.to(torch.int64), minlength=len(HIST_BINS) + 1)
 
 
 def unit_max(t: torch.Tensor) -> torch.Tensor:
@@ -70,6 +85,7 @@ class StepStats:
         self.divisors: list[float] = []
         self.vectors: list[tuple[list[tuple[str, str]], torch.Tensor]] = []
         self.checks: list[tuple[str, str, torch.Tensor]] = []  # (layer, role, tensor): non-finite counts
+        self.hists: list[tuple[str, str, torch.Tensor]] = []  # (layer, "act" | "grad", counts)
         self.tick = tick
 
     def put(self, layer: str, metric: str, value: torch.Tensor, divisor: float = 1.0) -> None:
@@ -131,6 +147,18 @@ class StepStats:
         last = self.last_active[layer] = torch.where(dead, last, self.tick)
         # dead over the window: inactive in each of the last `dead_window` recorded steps
         self.put(layer, "dead_frac_window", torch.count_nonzero(last <= self.tick - self.dead_window), n)
+
+    def hist(self, layer: str, quantity: str, t: torch.Tensor) -> None:
+        """Queue the log-magnitude histogram of a layer's output (``"act"``) or ∂L/∂y (``"grad"``)."""
+        if t.numel():
+            self.hists.append((layer, quantity, log2_hist(t)))
+
+    def gather_hists(self) -> list[tuple[str, str, np.ndarray]]:
+        """The queued histograms on the host, in one transfer (only steps with histograms pay it)."""
+        if not self.hists:
+            return []
+        counts = torch.stack([c.to(self.hists[0][2].device) for _, _, c in self.hists]).cpu().numpy()
+        return [(layer, q, row) for (layer, q, _), row in zip(self.hists, counts, strict=True)]
 
     # -- backward and parameters ------------------------------------------------------------------
     def grad(self, layer: str, metric: str, g: torch.Tensor, size: torch.Tensor | None = None) -> None:

@@ -4,7 +4,8 @@ One line in the loop, after ``optimizer.step()``: ``w.step(loss)``. On a step th
 the watch arms its hooks before the forward pass: forward pre-hooks and hooks on the watched modules
 (statistics of each output, and tensor hooks for ∂L/∂x and ∂L/∂y), hooks on the parameters'
 accumulated gradients (norms before any clipping) and the optimizer's step hooks (the update it
-actually applied). ``w.step`` gathers the step's statistics in one device→host transfer and disarms
+actually applied). ``w.step`` gathers the step's statistics in one device→host transfer (a second on
+the steps that keep histograms, :func:`log_steps` unless ``hist_every`` says otherwise) and disarms
 every hook, so a step the schedule skips costs nothing. Forward passes without autograd
 (``torch.no_grad()``, evaluation) are not recorded.
 """
@@ -55,6 +56,7 @@ class Watch(Hooks):
         dead_window: int = 10,
         on_diverge: str = "stop",
         verbose: bool = True,
+        hist_every: Schedule | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -68,6 +70,8 @@ class Watch(Hooks):
         self.wanted = stat_metrics(stats)
         self.model, self.optimizer, self.on_diverge = model, optimizer, on_diverge
         self.schedule = schedule_fn(every)
+        self.hist_schedule = schedule_fn(hist_every) if hist_every is not None else log_steps
+        self._hists_now = False
         self.run = run or f"{type(model).__name__.lower()}-{id(model) & 0xFFFFFF:06x}"
         self.layers = discover(model, layers)
         self.notes = uncovered(self.layers)
@@ -173,6 +177,8 @@ class Watch(Hooks):
         for metric, v in extra:
             self.stats.put("", metric, v)
         cols, values, bad = self.stats.gather()
+        for layer, quantity, counts in self.stats.gather_hists():
+            self.recorder.add_hist(step, layer, quantity, counts)
         counts = dict.fromkeys((layer for layer, _, _ in self.stats.checks), 0)
         for layer, _, n in bad:
             counts[layer] += n
@@ -286,6 +292,7 @@ def watch(
     dead_window: int = 10,
     on_diverge: str = "stop",
     verbose: bool = True,
+    hist_every: Schedule | None = None,
 ) -> Watch:
     """Watch a PyTorch model: gradlab's per-layer statistics every ``every`` steps (an int or a
     step → bool function), for the modules whose qualified names match ``layers`` (globs), in the
@@ -296,6 +303,17 @@ def watch(
         on_diverge: at the first non-finite loss or statistic, ``"stop"`` (``w.step`` returns False and
             recording stops), ``"raise"`` (:class:`DivergedError`) or ``"continue"`` (keep recording).
         verbose: print, once, which layers get no unit statistics.
+        hist_every: the recorded steps that also keep log-magnitude histograms of each layer's output
+            and ∂L/∂y (an int or a step → bool function); None: steps 0, 1, 10, 100, 1000, …
     """
     return Watch(model, optimizer, every=every, layers=layers, run=run, stats=stats, dead_window=dead_window,
-                 on_diverge=on_diverge, verbose=verbose)
+                 on_diverge=on_diverge, verbose=verbose, hist_every=hist_every)
+
+
+def log_steps(step: int) -> bool:
+    """Steps 0, 1, 10, 100, 1000, …: histograms at initialisation and then once per decade."""
+    if step < 2:
+        return True
+    while step % 10 == 0:
+        step //= 10
+    return step == 1

@@ -31,6 +31,9 @@ class Hooks:
     """
 
     stats: StepStats
+    step_no: int
+    hist_schedule: Callable[[int], bool]
+    _hists_now: bool  # this step keeps histograms
     layers: list[Layer]
     wanted: frozenset[str]
     optimizer: torch.optim.Optimizer | None
@@ -59,6 +62,7 @@ class Hooks:
 
     def _begin(self) -> None:
         self.stats.reset(self.recorder.n_steps)
+        self._hists_now = self.hist_schedule(self.step_no)
         self._calls.clear()
         self._outputs.clear()
         self._feeds.clear()
@@ -117,6 +121,8 @@ class Hooks:
             if signal_in and x is not None and x.requires_grad:
                 self._input_signal(name, x)
             self.stats.forward(name, y.detach(), None if x is None else x.detach(), lay.rules, moments, units)
+            if self._hists_now:  # now: an in-place module may overwrite y later
+                self.stats.hist(name, "act", y.detach())
             if y.requires_grad:
                 self._outputs[id(y)] = (name, y)  # kept until the step ends, so the id stays its own
                 if signal_out:
@@ -131,6 +137,8 @@ class Hooks:
             g = g.detach()
             size = norm(g)
             self.stats.grad(name, metric, g, size)
+            if metric == "grad_out_norm" and self._hists_now:
+                self.stats.hist(name, "grad", g)
             if metric == "grad_out_norm":
                 for consumer in self._feeds.get(name, ()):
                     self.stats.grad(consumer, "grad_in_norm", g, size)
