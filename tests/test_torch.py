@@ -102,6 +102,16 @@ def watched_step(model: nn.Module, x, y, lr: float = 0.1, **kw):
     return w
 
 
+def train_steps(model: nn.Module, opt, w, x, y, n: int) -> None:
+    """``n`` plain steps of a watched loop: forward, backward, update, ``w.step(loss)``."""
+    for _ in range(n):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        w.step(loss)
+
+
 CASES = {  # watched model, reference model (the same weights; never in-place: retain_grad needs that)
     "tanh": (lambda: mlp("tanh"), lambda: mlp("tanh")),
     "relu": (lambda: mlp("relu"), lambda: mlp("relu")),
@@ -159,12 +169,7 @@ def test_later_steps_equal_the_reference_too():
     ref, loss = reference_step(ref_model, x, y)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gt.watch(model, opt, verbose=False) as w:
-        for _ in range(2):
-            opt.zero_grad()
-            out = nn.functional.cross_entropy(model(x), y)
-            out.backward()
-            opt.step()
-            w.step(out)
+        train_steps(model, opt, w, x, y, 2)
     got = w.frame().query("step == 1").set_index(["layer", "metric"])["value"]
     for name, (a, lay) in ref.items():
         for metric in ("grad_norm", "update_ratio", "grad_in_norm", "grad_out_norm", "act_std", "dead_frac"):
@@ -340,12 +345,7 @@ def test_saved_runs_read_like_a_sweep_and_diagnose(tmp_path):
         x, y = data(model)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         with gt.watch(model, opt, run=name, verbose=False) as w:
-            for _ in range(3):
-                opt.zero_grad()
-                loss = nn.functional.cross_entropy(model(x), y)
-                loss.backward()
-                opt.step()
-                w.step(loss)
+            train_steps(model, opt, w, x, y, 3)
         w.save(tmp_path / "res")
     runs, metrics = gradlab.load_results(tmp_path / "res")
     row = runs.set_index("run").loc["tanh-net"]
@@ -446,10 +446,5 @@ def test_histogram_schedule_default_and_chosen():
     x, y = data(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     with gt.watch(model, opt, verbose=False, hist_every=3, every=1) as w:
-        for _ in range(7):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            w.step(loss)
+        train_steps(model, opt, w, x, y, 7)
     assert sorted(set(w.recorder.hist_frame()["step"])) == [0, 3, 6]
