@@ -117,3 +117,22 @@ def test_registry():
 def test_bad_optimizer_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("width", [8, 256])  # 8: a batched dot per update stack; 256: each in cache
+@pytest.mark.parametrize("make", [lambda: SGD(0.1, momentum=0.9), lambda: Adam(1e-3)])
+def test_measured_update_norms_equal_the_updates_applied(width, make):
+    from gradlab.nn.network import mlp
+
+    net = mlp(width, 3, depth=3, width=width, dtype="float32")
+    params, grads = net.params(), net.grads()
+    rng = np.random.default_rng(0)
+    opt = make()
+    opt.measure_updates = True
+    for _ in range(2):
+        for g in grads.values():
+            g[...] = rng.standard_normal(g.shape)
+        updates = opt.step(params, grads)
+        assert opt.update_sq_norms.keys() == updates.keys()
+        for name, delta in updates.items():
+            assert opt.update_sq_norms[name] == pytest.approx(float(np.vdot(delta, delta)), rel=1e-5)

@@ -30,6 +30,11 @@ def _decays(name: str) -> bool:
     return name.endswith(".W") or name == "W"
 
 
+HOT_SIZE = 1 << 15
+"""Updates larger than this (entries) are measured one by one while in cache: batched, a wide net's
+5 MB update stack would be read back from memory (measured: 0.4 ms a step on 20 layers of 256×256)."""
+
+
 class Optimizer:
     """Base class: holds the learning rate, the weight decay and per-parameter state.
 
@@ -58,7 +63,8 @@ class Optimizer:
                 by_base.setdefault(id(p.base), []).append(name)
         self._stacks = []
         for names in by_base.values():
-            if len(names) < 2 or common_stack([params[n] for n in names]) is None:
+            small = params[names[0]].size <= HOT_SIZE
+            if len(names) < 2 or not small or common_stack([params[n] for n in names]) is None:
                 continue
             base = params[names[0]].base
             delta, tmp = np.empty_like(base), np.empty_like(base)
