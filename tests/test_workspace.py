@@ -10,6 +10,7 @@ import pytest
 from gradlab.experiment.config import Config
 from gradlab.experiment.train import run, train_loop
 from gradlab.monitor.gradient_monitor import GradientMonitor
+from gradlab.nn import workspace
 from gradlab.nn.hooks import Monitor
 from gradlab.nn.losses import softmax_cross_entropy
 from gradlab.nn.network import mlp
@@ -56,8 +57,11 @@ NETS = {
 }
 
 
+@pytest.mark.parametrize("grads_stacked", [True, False], ids=["grads stacked", "large: grads per layer"])
 @pytest.mark.parametrize("name", list(NETS))
-def test_stacked_statistics_equal_per_layer_statistics(name):
+def test_stacked_statistics_equal_per_layer_statistics(name, grads_stacked, monkeypatch):
+    if not grads_stacked:  # as for layers too large to stack their gradients
+        monkeypatch.setattr(workspace, "GRAD_STACK_MAX", 0)
     (fast, _), (slow, _) = _frames(**NETS[name])
     a, b = fast.frame(), slow.frame()
     keys = ["run", "step", "layer", "metric"]
@@ -133,6 +137,7 @@ def test_plan_stacks_hidden_dense_and_activation_layers_but_never_the_output():
     assert "dense_6" not in ws.slot
     assert ws.slot["relu_3"][0].y.shape == (3, 32, 8) and ws.slot["relu_3"][1] == 1
     assert ws.pred["relu_1"] == "dense_0" and ws.pred["dense_0"] is None
+    assert ws.grad_slot == ws.slot  # small layers: their gradients are stacked too
 
 
 def test_plan_skips_what_cannot_write_in_place():
@@ -217,3 +222,9 @@ def test_batches_of_two_sizes_keep_one_dead_unit_history():
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
     window = a[(a.layer == "relu_3") & (a.metric == "dead_frac_window")].value
     assert (window.iloc[3:] >= 2 / 8).all()
+
+
+def test_large_layers_keep_their_gradients_out_of_the_stacks(monkeypatch):
+    monkeypatch.setattr(workspace, "GRAD_STACK_MAX", 32 * 8 - 1)  # just below one layer's 32×8 gradient
+    ws = plan(mlp(6, 3, depth=3, width=8).layers, (32, 6), np.float64)
+    assert ws.slot and not ws.grad_slot and not ws.g_out and all(g.g is None for g in ws.groups)

@@ -162,8 +162,8 @@ class GradientMonitor(Monitor):
         stacked: dict[tuple[str, str], Array] = {}
         for ws, quantity in ((fwd, "act"), (bwd, "grad")):
             for group in ws.groups if ws is not None else ():
-                if any(name in obs.slots for name in group.names):
-                    stack = group.y if quantity == "act" else group.g
+                stack = group.y if quantity == "act" else group.g
+                if stack is not None and any(name in obs.slots for name in group.names):
                     rows = log2_hist_rows(stack.reshape(len(stack), -1))
                     stacked.update(((name, quantity), r) for name, r in zip(group.names, rows, strict=True))
         names = fwd.hook_order if fwd is not None else list(self._outputs)

@@ -94,9 +94,11 @@ class StackedStats:
         self.obs = observer
         self._compiled: dict[Group, _Compiled] = {}
 
-    def _groups(self, ws: Workspace, spare: int) -> list[_Compiled]:
+    def _groups(self, ws: Workspace, spare: int, grads: bool = False) -> list[_Compiled]:
         out = []
         for group in ws.groups:
+            if grads and group.g is None:
+                continue
             comp = self._compiled.get(group)
             if comp is None:
                 if len(self._compiled) > 32:
@@ -167,7 +169,7 @@ class StackedStats:
 
     def backward(self, ws: Workspace, row: Array) -> list[str]:
         """Gradient and parameter statistics of every stacked layer; the names whose gradients went bad."""
-        comps = self._groups(ws, len(row) - 1)
+        comps = self._groups(ws, len(row) - 1, grads=True)
         gsq = {comp.group: row_sq_norms(comp.group.g.reshape(len(comp.group.names), -1)) for comp in comps}
         bad_names: list[str] = []
         for comp in comps:

@@ -140,7 +140,7 @@ class Network:
                 gin = layer.backward(g, out=ws.g_out[i])
             else:
                 gin = layer.backward(g)
-                if ws is not None and name in ws.slot:
+                if ws is not None and name in ws.grad_slot:
                     ws.loose_grad_in[name] = gin
             hooks = bwd.get(name)
             if hooks:
@@ -171,8 +171,9 @@ class Network:
     def _hook_table(self, method: str, ws: Workspace | None) -> dict[str, list]:
         """Per layer, the active monitors' ``method`` hooks (stacked layers excepted when ``ws`` is given)."""
         table: dict[str, list] = {}
+        stacked = {} if ws is None else ws.slot if method == "on_forward" else ws.grad_slot
         for name, _ in self.named_layers():
-            if ws is not None and name in ws.slot:
+            if name in stacked:
                 continue
             hooks = [getattr(m, method) for m in self._active if _wants_layer(m, name)]
             if hooks:

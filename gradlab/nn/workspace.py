@@ -2,7 +2,8 @@
 
 A monitor that sets ``stacked = True`` gets, instead of one hook call per layer, the whole pass at once
 (``on_stacked_forward(ws)`` and ``on_stacked_backward(ws)``): layer i of a group writes its output into
-``group.y[i]`` and the next layer's backward writes ∂L/∂y into ``group.g[i]``, so one statistic over a
+``group.y[i]`` and the next layer's backward writes ∂L/∂y into ``group.g[i]`` (gradients of large layers
+stay out: those layers get their per-layer backward hooks), so one statistic over a
 whole group is one batched call instead of one Python-level call per layer. Only top-level Dense and
 Activation layers whose successor can also write in place are stacked; the others keep per-layer hooks.
 The buffers are reused every step: they are valid until the next forward pass.
@@ -10,6 +11,7 @@ The buffers are reused every step: they are valid until the next forward pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +23,10 @@ from gradlab.nn.layers import BatchNorm, Dense, Dropout, Layer, LayerNorm, Resid
 Array = np.ndarray
 
 _IN_PLACE = (Dense, Activation)  # layers whose forward and backward accept ``out=``
+GRAD_STACK_MAX = 1 << 14
+"""Gradients of more entries than this a layer stay out of the stacks and are measured in their layer's
+hook, in cache: measured on 20 layers of 128×256, stacking them cost ~0.5 ms a step in cache misses
+(each layer writing a fresh region instead of reusing a hot block) and read them back cold."""
 _SAME_SHAPE = (Activation, BatchNorm, LayerNorm, Dropout, Residual)
 
 
@@ -32,7 +38,7 @@ class Group:
     names: tuple[str, ...]
     layers: tuple[Layer, ...]
     y: Array  # (n, *shape): y[i] is layer i's output
-    g: Array  # (n, *shape): g[i] is ∂L/∂y at layer i's output
+    g: Array | None  # (n, *shape): g[i] is ∂L/∂y at layer i's output (None: too large to stack)
     _stacks: dict[tuple[str, bool], tuple[tuple[Array, ...], Array | None]] = field(default_factory=dict)
 
     def stacked(self, key: str, grads: bool = False) -> Array | None:
@@ -51,9 +57,10 @@ class Workspace:
 
     groups: list[Group]
     slot: dict[str, tuple[Group, int]]  # stacked layer → (its group, its index in the group)
+    grad_slot: dict[str, tuple[Group, int]]  # the same, for the layers whose ∂L/∂y is stacked too
     y_out: dict[int, Array]  # top-level index → where that layer writes its output
     g_out: dict[int, Array]  # top-level index → where that layer's backward writes ∂L/∂x
-    pred: dict[str, str | None]  # stacked layer → the stacked layer feeding it (None: not stacked)
+    pred: dict[str, str | None]  # grad-stacked layer → the grad-stacked layer feeding it, or None
     hook_order: tuple[str, ...]  # every layer, in the order per-layer forward hooks would fire
     inputs: dict[str, Array] = field(default_factory=dict)  # this pass: each stacked layer's input x
     loose_grad_in: dict[str, Array] = field(default_factory=dict)  # this pass: ∂L/∂x not in a stack
@@ -126,17 +133,21 @@ def plan(entries: Sequence[tuple[str, Layer]], shape: tuple[int, ...], dtype: np
             members.setdefault((layer.kind, shapes[i], params), []).append(i)
     if not members:
         return None
-    groups, slot, y_out, g_out = [], {}, {}, {}
+    groups, slot, grad_slot, y_out, g_out = [], {}, {}, {}, {}
     for (kind, shp, _), idx in members.items():
-        y, g = np.empty((len(idx), *shp), dtype), np.empty((len(idx), *shp), dtype)
+        y = np.empty((len(idx), *shp), dtype)
+        g = np.empty((len(idx), *shp), dtype) if math.prod(shp) <= GRAD_STACK_MAX else None
         group = Group(kind, tuple(entries[i][0] for i in idx), tuple(entries[i][1] for i in idx), y, g)
         groups.append(group)
         for k, i in enumerate(idx):
             slot[entries[i][0]] = (group, k)
-            y_out[i], g_out[i + 1] = y[k], g[k]
-    pred = {name: (entries[i - 1][0] if i > 0 and entries[i - 1][0] in slot else None)
-            for i, (name, _) in enumerate(entries) if name in slot}
-    return Workspace(groups, slot, y_out, g_out, pred, tuple(_hook_order(entries)))
+            y_out[i] = y[k]
+            if g is not None:
+                grad_slot[entries[i][0]] = (group, k)
+                g_out[i + 1] = g[k]
+    pred = {name: (entries[i - 1][0] if i > 0 and entries[i - 1][0] in grad_slot else None)
+            for i, (name, _) in enumerate(entries) if name in grad_slot}
+    return Workspace(groups, slot, grad_slot, y_out, g_out, pred, tuple(_hook_order(entries)))
 
 
 def _hook_order(entries: Sequence[tuple[str, Layer]]) -> list[str]:
