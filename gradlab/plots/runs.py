@@ -203,9 +203,11 @@ def sweep_matrix_series(runs: pd.DataFrame, metrics: pd.DataFrame, *, rows: str,
 
 
 def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center: float = 0.0,
-                      fmt: str = "{:+.1f}", min_span: float = 1.0, cmap: str = "RdBu_r") -> Figure:
+                      fmt: str = "{:+.1f}", min_span: float = 1.0, cmap: str = "RdBu_r",
+                      bounds: tuple[float | None, float | None] = (None, None)) -> Figure:
     """Draw :func:`sweep_matrix_series`: annotated cells (``fmt``), diverging colours (``cmap``) centred at
-    ``center`` (at least ``min_span`` either side), hatched diverged/failed cells."""
+    ``center`` (at least ``min_span`` either side, the scale cut at the values' possible ``bounds``, e.g.
+    a loss's 0), hatched diverged/failed cells."""
     from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
@@ -224,7 +226,12 @@ def plot_sweep_matrix(series: pd.DataFrame, *, title: str | None = None, center:
     fig, axes = new_figure(1, 1, width=width, height=min(9.0, 1.8 + 0.55 * len(rvals) * max(
         1, max(lab.count("\n") + 1 for lab in rlabels) * 0.7)))
     ax = axes[0, 0]
-    norm = TwoSlopeNorm(center, center - span, center + span)
+    lo, hi = center - span, center + span
+    if bounds[0] is not None and bounds[0] < center:
+        lo = max(lo, bounds[0])
+    if bounds[1] is not None and bounds[1] > center:
+        hi = min(hi, bounds[1])
+    norm = TwoSlopeNorm(center, lo, hi)
     im = ax.imshow(np.ma.masked_invalid(mat), cmap=colors, norm=norm, aspect="auto")
     for r in series.itertuples(index=False):
         i, j = rvals.index(r.row), cvals.index(r.col)

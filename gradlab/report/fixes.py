@@ -42,9 +42,11 @@ def fix_section(rep: ReportContext) -> str:
     return "\n".join(p for p in parts if p) + "</section>"
 
 
-_OUTCOME_STYLE = {"divergence_rate": ("{:.0%}", 0.5, 0.5), "final_loss": ("{:.3g}", None, 1e-3),
-                  "final_accuracy": ("{:.2f}", None, 1e-3)}
-"""Outcome → (cell format, colour centre (None: the median cell), least span either side)."""
+_OUTCOME_STYLE = {"divergence_rate": ("{:.0%}", 0.5, 0.5, (0.0, 1.0)),
+                  "final_loss": ("{:.3g}", None, 1e-3, (0.0, None)),
+                  "final_accuracy": ("{:.2f}", None, 1e-3, (0.0, 1.0))}
+"""Outcome → (cell format, colour centre (None: the median cell), least span either side, the values'
+possible range, where the colour scale stops)."""
 
 
 def outcome_matrices(rep: ReportContext, runs: pd.DataFrame, rows: str, cols: str | None) -> list[str]:
@@ -53,14 +55,15 @@ def outcome_matrices(rep: ReportContext, runs: pd.DataFrame, rows: str, cols: st
     out = []
     for outcome in plots.outcomes_to_show(rep.runs, rep.net):  # both read network-level rows only
         m = plots.outcome_matrix_series(runs, rep.net, outcome, rows=rows, cols=cols)
-        fmt, center, span = _OUTCOME_STYLE[outcome]
+        fmt, center, span, bounds = _OUTCOME_STYLE[outcome]
         v = m["value"].to_numpy(dtype=float)
         if center is None:
             center = float(np.nanmedian(v)) if np.isfinite(v).any() else 0.0
         title = outcome.replace("_", " ")
         # red is worse in every matrix; a rate runs from none (white) to all (dark red)
         cmap = {"final_accuracy": "RdBu", "divergence_rate": "Reds"}.get(outcome, "RdBu_r")
-        fig = plots.plot_sweep_matrix(m, title=title, center=center, fmt=fmt, min_span=span, cmap=cmap)
+        fig = plots.plot_sweep_matrix(m, title=title, center=center, fmt=fmt, min_span=span, cmap=cmap,
+                                      bounds=bounds)
         cap = (f"{m.attrs['label']}, per cell of the sweep matrix; "
                + ("white none, dark red all." if outcome == "divergence_rate"
                   else f"colours centred at {fmt.format(center)}, red the worse side."))
