@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab import records
-from gradlab.records import HIST_COLUMNS, METRIC_COLUMNS, ZERO_BIN
+from gradlab.records import HIST_COLUMNS, LAYERS_DTYPES, METRIC_COLUMNS, ZERO_BIN
 
 TINY = {"depth": 2, "width": 8, "steps": 3, "n_samples": 64, "batch_size": 16}
 DIVERGES = {**TINY, "depth": 4, "steps": 6, "activation": "relu", "init": "normal", "weight_scale": 1e5}
@@ -248,3 +248,33 @@ def real_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
 def real_layers() -> pd.DataFrame:
     """The layers table of :func:`real_runs` (``gradlab.experiment.train.run(...).layers``)."""
     return _real_results()[2]
+
+
+# -- hand-built frames for the rule tests ------------------------------------------------------------
+
+
+def tidy(rows: list[tuple]) -> pd.DataFrame:
+    """A metrics frame with the schema's dtypes from (run, step, layer, metric, value) tuples."""
+    df = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
+    return df.astype({"run": "string", "step": "int64", "layer": "string", "metric": "string",
+                      "value": "float64"})
+
+
+def series(run: str, layer: str, metric: str, values, start: int = 0) -> list[tuple]:
+    """One metric of one layer, value i at step start + i."""
+    return [(run, start + s, layer, metric, float(v)) for s, v in enumerate(values)]
+
+
+def layers_table(run: str, kinds: list[tuple[str, str]]) -> pd.DataFrame:
+    """A layers table: (name, kind) in forward order; kind "relu" etc. is an activation layer."""
+    rows = [{"run": run, "layer": n, "kind": "activation" if k in ("relu", "tanh") else k, "position": i,
+             "activation": k if k in ("relu", "tanh") else "", "fan_in": pd.NA, "fan_out": pd.NA,
+             "n_params": pd.NA} for i, (n, k) in enumerate(kinds)]
+    return pd.DataFrame(rows).astype(LAYERS_DTYPES)
+
+
+def one(f: pd.DataFrame, kind: str, run: str = "r") -> pd.Series:
+    """The one finding of ``kind`` for ``run``."""
+    rows = f[(f["run"] == run) & (f["kind"] == kind)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]

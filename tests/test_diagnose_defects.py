@@ -10,35 +10,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import layers_table, one, series, tidy
 
 import gradlab
 from gradlab.cli import main
 from gradlab.diagnosis import diagnose, findings_from_json, findings_to_json, run_verdicts, suggest_fix
-from gradlab.records import LAYERS_DTYPES
-
-
-def tidy(rows: list[tuple]) -> pd.DataFrame:
-    """A metrics frame with the schema's dtypes from (run, step, layer, metric, value) tuples."""
-    df = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
-    return df.astype({"run": "string", "step": "int64", "layer": "string", "metric": "string",
-                      "value": "float64"})
-
-
-def series(run: str, layer: str, metric: str, values, start: int = 0) -> list[tuple]:
-    return [(run, start + s, layer, metric, float(v)) for s, v in enumerate(values)]
-
-
-def layers_table(run: str, kinds: list[tuple[str, str]]) -> pd.DataFrame:
-    rows = [{"run": run, "layer": n, "kind": k, "position": i, "activation": "", "fan_in": pd.NA,
-             "fan_out": pd.NA, "n_params": pd.NA} for i, (n, k) in enumerate(kinds)]
-    return pd.DataFrame(rows).astype(LAYERS_DTYPES)
-
-
-def one(f: pd.DataFrame, kind: str, run: str = "r") -> pd.Series:
-    rows = f[(f["run"] == run) & (f["kind"] == kind)]
-    assert len(rows) == 1, rows
-    return rows.iloc[0]
-
 
 # -- 1. a converged run is not a stall ---------------------------------------------------------------
 

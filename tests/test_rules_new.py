@@ -6,40 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from corpus import CASES, diagnose_case
+from helpers import layers_table, one, series, tidy
 
 import gradlab
 from gradlab.diagnosis import diagnose, run_verdicts
-from gradlab.records import LAYERS_DTYPES
-
-
-def tidy(rows: list[tuple]) -> pd.DataFrame:
-    """A metrics frame with the schema's dtypes from (run, step, layer, metric, value) tuples."""
-    df = pd.DataFrame(rows, columns=["run", "step", "layer", "metric", "value"])
-    return df.astype({"run": "string", "step": "int64", "layer": "string", "metric": "string",
-                      "value": "float64"})
-
-
-def series(run: str, layer: str, metric: str, values, start: int = 0) -> list[tuple]:
-    """One metric of one layer, value i at step start + i."""
-    return [(run, start + s, layer, metric, float(v)) for s, v in enumerate(values)]
-
-
-def layers_table(run: str, kinds: list[tuple[str, str]]) -> pd.DataFrame:
-    """A layers table: (name, kind) in forward order; kind "relu" etc. is an activation layer."""
-    rows = [{"run": run, "layer": n, "kind": "activation" if k in ("relu", "tanh") else k, "position": i,
-             "activation": k if k in ("relu", "tanh") else "", "fan_in": pd.NA, "fan_out": pd.NA,
-             "n_params": pd.NA} for i, (n, k) in enumerate(kinds)]
-    return pd.DataFrame(rows).astype(LAYERS_DTYPES)
 
 
 def kinds(f: pd.DataFrame, run: str = "r") -> set[str]:
     return set(f.loc[f["run"] == run, "kind"])
-
-
-def one(f: pd.DataFrame, kind: str, run: str = "r") -> pd.Series:
-    rows = f[(f["run"] == run) & (f["kind"] == kind)]
-    assert len(rows) == 1, rows
-    return rows.iloc[0]
 
 
 # -- loss not decreasing -------------------------------------------------------------------------------

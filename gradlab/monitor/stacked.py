@@ -123,7 +123,8 @@ class StackedStats:
             vals[0] = mean
             np.sqrt(np.maximum(ss / size - mean * mean, 0.0), out=vals[1])
             vals[2] = 0.0
-            if not np.isfinite(ss).all():
+            finite = bool(np.isfinite(ss).all())
+            if not finite:
                 for k in np.flatnonzero(~np.isfinite(ss)):
                     vals[2, k] = count_nonfinite(group.y[k], ss[k])
                 bad_names += [group.names[k] for k in np.flatnonzero((vals[2] > 0) | ~np.isfinite(ss))
@@ -131,7 +132,7 @@ class StackedStats:
             if comp.saturated is not None:
                 vals[3] = _count_rows(self._mask(ws, comp, comp.saturated)) / size
             if comp.inactive is not None:
-                self._activity(ws, comp, vals, tick, bool(np.isfinite(ss).all()))
+                self._activity(ws, comp, vals, tick, finite)
             row[comp.fwd_cols] = vals
         return bad_names
 

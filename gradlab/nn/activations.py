@@ -68,8 +68,9 @@ def _softplus(x: Array) -> Array:
     return np.logaddexp(0.0, x).astype(x.dtype, copy=False)
 
 
-def _relu_fast(x: Array) -> Array:
-    return x * (x > 0)  # faster than np.maximum(x, 0) (no NaN-propagation checks); NaN stays NaN
+def _relu_fast(x: Array, out: Array | None = None) -> Array:
+    # faster than np.maximum(x, 0) (no NaN-propagation checks); NaN stays NaN
+    return np.multiply(x, x > 0, out=out)
 
 
 @dataclass(frozen=True)
@@ -184,15 +185,14 @@ class Activation(Layer):
         self.fn = get_activation(activation)
         self.kind = self.fn.name
         self._forward_fn = self.fn.fast_fn or self.fn.fn
+        self._takes_out = self._forward_fn is _relu_fast or isinstance(self._forward_fn, np.ufunc)
         self._x: Array | None = None
         self._y: Array | None = None
 
     def forward(self, x: Array, out: Array | None = None) -> Array:
         """φ(x), written into ``out`` when given (a network's stacked workspace)."""
-        if out is not None and self._forward_fn is _relu_fast:
-            y = np.multiply(x, x > 0, out=out)  # the same arithmetic as _relu_fast, in place
-        elif out is not None and isinstance(self._forward_fn, np.ufunc) and x.dtype == out.dtype:
-            y = self._forward_fn(x, out=out)  # np.tanh and the like: the same loop, in place
+        if out is not None and self._takes_out and x.dtype == out.dtype:
+            y = self._forward_fn(x, out=out)  # the same arithmetic, written into the workspace
         else:
             y = self._forward_fn(x)
             if y.dtype != x.dtype:
